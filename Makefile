@@ -1,0 +1,43 @@
+# `make test` is what CI runs (.ci/run calls it). It creates .venv, installs the package with its
+# test extras, makes sure MariaDB is installed, and runs the whole suite (unit + integration).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test unit lint bench demo venv mariadb schemas clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Integration tests start their own MariaDB from these binaries; install them when missing.
+mariadb:
+	@command -v mariadbd >/dev/null 2>&1 || test -x /usr/sbin/mariadbd || { \
+	  echo "mariadbd not found: installing mariadb-server (apt-get)"; \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; \
+	  else echo "error: install MariaDB >= 10.5 server binaries (mariadbd, mariadb-install-db) and rerun" >&2; exit 1; fi; }
+
+lint: venv
+	$(VENV)/bin/ruff check cdc tests bench
+	$(VENV)/bin/ruff format --check cdc tests bench
+
+test: venv mariadb lint
+	$(PY) -m pytest -q
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+schemas: venv
+	$(VENV)/bin/wpcdc schemas export --out schemas
+
+bench: venv mariadb
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,42 @@
+"""What the source hands to the pipeline: row changes and transaction boundaries, in binlog order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cdc.position import BinlogPosition
+from cdc.tables import WordPressTable
+
+
+@dataclass(slots=True)
+class RowChange:
+    op: str  # "insert" | "update" | "delete"
+    table: str
+    wp: WordPressTable
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    file: str
+    pos: int  # start of the rows event; with `row` it identifies the change
+    row: int
+    timestamp: int
+    gtid: str | None
+
+
+@dataclass(slots=True)
+class TransactionEnd:
+    """Everything before `next_position` is a complete transaction; resuming there is safe."""
+
+    next_position: BinlogPosition
+    gtid: str | None
+    timestamp: int
+
+
+@dataclass(slots=True)
+class Idle:
+    """The server has nothing new (a heartbeat); the consumer may act on timers and stop flags."""
+
+    timestamp: int
+
+
+SourceItem = RowChange | TransactionEnd | Idle

@@ -1,0 +1,108 @@
+"""The checkpoint: the binlog position where the next run starts, always a transaction boundary.
+
+Stored as a small JSON file written atomically (temp file, fsync, rename, fsync of the directory),
+so a crash leaves either the old or the new checkpoint, never a torn one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cdc.errors import CheckpointError
+from cdc.position import BinlogPosition
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    position: BinlogPosition
+    server_id: int | None  # of the source server, so a checkpoint is never applied to another server
+    gtid: str | None = None
+    updated_at: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"file": self.position.file, "pos": self.position.pos}
+        if self.gtid:
+            out["gtid"] = self.gtid
+        out["server_id"] = self.server_id
+        out["updated_at"] = self.updated_at
+        return out
+
+
+class FileCheckpointStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> Checkpoint | None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot read the checkpoint {self.path}: {exc.strerror}",
+                "make checkpoint.path readable by the wpcdc user",
+            ) from None
+        try:
+            data = json.loads(text)
+            return Checkpoint(
+                BinlogPosition(str(data["file"]), int(data["pos"])),
+                int(data["server_id"]) if data.get("server_id") is not None else None,
+                data.get("gtid"),
+                data.get("updated_at"),
+            )
+        except (ValueError, KeyError, TypeError):
+            raise CheckpointError(
+                f"the checkpoint {self.path} is not a valid wpcdc checkpoint",
+                "restore it from a backup, or set one with `wpcdc checkpoint set FILE:POS`",
+            ) from None
+
+    def save(self, checkpoint: Checkpoint) -> Checkpoint:
+        stamped = Checkpoint(
+            checkpoint.position,
+            checkpoint.server_id,
+            checkpoint.gtid,
+            dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        )
+        data = (json.dumps(stamped.to_json(), indent=2) + "\n").encode()
+        directory = self.path.parent if str(self.path.parent) else Path(".")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot write the checkpoint {self.path}: {exc.strerror}",
+                "free disk space or make checkpoint.path's directory writable; wpcdc stops rather than "
+                "publish what it could not checkpoint",
+            ) from None
+        return stamped
+
+    def reset(self) -> bool:
+        try:
+            self.path.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise CheckpointError(f"cannot remove the checkpoint {self.path}: {exc.strerror}", "") from None

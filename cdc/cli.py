@@ -1,0 +1,256 @@
+"""The `wpcdc` command line. Errors that wpcdc anticipates are printed as problem + fix, without a
+stack trace, and exit with the code of their class (see cdc.errors)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from cdc.config import Config, load_config
+from cdc.errors import WpcdcError
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("cdc")
+
+
+def _setup_logging(config: Config | None) -> None:
+    level = config.log.level if config else "INFO"
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    # The binlog library and kafka-python are chatty at INFO and log reconnects we handle ourselves.
+    for noisy in ("kafka", "pymysqlreplication"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.info("received %s: finishing the current transaction, flushing, checkpointing", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _friendly(fn: F) -> F:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except WpcdcError as exc:
+            click.echo(exc.render(), err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="config.yaml",
+    show_default=True,
+    help="YAML configuration file (see config.yaml for every key).",
+)
+
+
+def _load(config_path: Path) -> Config:
+    config = load_config(config_path)
+    _setup_logging(config)
+    return config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="wpcdc")
+def main() -> None:
+    """wpcdc: stream WordPress changes from the MySQL/MariaDB binlog to Kafka as domain events."""
+
+
+@main.command()
+@config_option
+@click.option("--sink", type=click.Choice(["kafka", "stdout"]), default="kafka", show_default=True)
+@_friendly
+def run(config_path: Path, sink: str) -> None:
+    """Tail the binlog, publish events, checkpoint. Runs until SIGTERM/SIGINT, then flushes,
+    writes the checkpoint and exits 0. Resumes from the checkpoint; without one, starts at
+    source.start_at."""
+    from cdc.runner import run_live
+
+    config = _load(config_path)
+    stop = _stop_on_signals()
+    run_live(config, sink, stop)
+
+
+@main.command()
+@config_option
+@click.option("--from", "from_", required=True, help="Start position FILE:POS (a transaction boundary).")
+@click.option(
+    "--to", "to", default=None, help="Stop after the transaction that reaches FILE:POS (default: binlog end)."
+)
+@click.option("--sink", type=click.Choice(["stdout", "kafka"]), default="stdout", show_default=True)
+@click.option("--update-checkpoint", is_flag=True, help="Move the live checkpoint to where the replay ended.")
+@_friendly
+def replay(config_path: Path, from_: str, to: str | None, sink: str, update_checkpoint: bool) -> None:
+    """Re-read a binlog range and emit its events again, with the same event ids as the first time.
+    Stdout gets one JSON event per line; the summary goes to stderr. The live checkpoint is left
+    alone unless --update-checkpoint is given."""
+    from cdc.position import BinlogPosition
+    from cdc.runner import replay as do_replay
+
+    config = _load(config_path)
+    start = BinlogPosition.parse(from_, "--from")
+    end = BinlogPosition.parse(to, "--to") if to else None
+    stop = _stop_on_signals()
+    result = do_replay(config, start, end, sink, update_checkpoint, stop)
+    s = result.stats
+    total = sum(s.events.values())
+    summary = {
+        "from": str(start),
+        "to": str(s.last_position) if s.last_position else None,
+        "events": total,
+        "by_type": dict(sorted(s.events.items())),
+        "filtered": dict(sorted(s.filtered.items())),
+        "dead_letters": s.dead_letters,
+        "transactions": s.transactions,
+        "seconds": round(result.seconds, 3),
+    }
+    click.echo("replay summary: " + json.dumps(summary), err=True)
+
+
+@main.group()
+def checkpoint() -> None:
+    """Show, set or reset the stored checkpoint."""
+
+
+@checkpoint.command("show")
+@config_option
+@_friendly
+def checkpoint_show(config_path: Path) -> None:
+    """Print the checkpoint as JSON (nothing secret is in it)."""
+    from cdc.checkpoint import FileCheckpointStore
+
+    config = _load(config_path)
+    cp = FileCheckpointStore(config.checkpoint.path).load()
+    if cp is None:
+        click.echo(f"no checkpoint at {config.checkpoint.path}; `run` will start at source.start_at", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(cp.to_json(), indent=2))
+
+
+@checkpoint.command("set")
+@config_option
+@click.argument("position")
+@_friendly
+def checkpoint_set(config_path: Path, position: str) -> None:
+    """Set the checkpoint to POSITION (FILE:POS, a transaction boundary). The server is asked
+    whether the file exists and for its server_id."""
+    from cdc.checkpoint import Checkpoint, FileCheckpointStore
+    from cdc.position import BinlogPosition
+    from cdc.server import Server
+
+    config = _load(config_path)
+    pos = BinlogPosition.parse(position)
+    with Server(config) as server:
+        server.require_position(pos, "position")
+        source_id = server.server_id()
+    saved = FileCheckpointStore(config.checkpoint.path).save(Checkpoint(pos, source_id))
+    click.echo(json.dumps(saved.to_json(), indent=2))
+
+
+@checkpoint.command("reset")
+@config_option
+@_friendly
+def checkpoint_reset(config_path: Path) -> None:
+    """Delete the checkpoint; the next `run` starts at source.start_at."""
+    from cdc.checkpoint import FileCheckpointStore
+
+    config = _load(config_path)
+    removed = FileCheckpointStore(config.checkpoint.path).reset()
+    click.echo(("removed " if removed else "there was no checkpoint at ") + str(config.checkpoint.path), err=True)
+
+
+@main.command()
+@config_option
+@click.option("--offline", is_flag=True, help="Only validate the configuration file; contact nothing.")
+@_friendly
+def check(config_path: Path, offline: bool) -> None:
+    """Preflight: configuration, server settings, privileges, tables, checkpoint, Kafka topics.
+    Exits 0 when `run` would start, 3 otherwise."""
+    config = _load(config_path)
+    if offline:
+        click.echo(f"ok       configuration {config_path}")
+        return
+    from cdc.checkpoint import FileCheckpointStore
+    from cdc.errors import PreflightError, WpcdcError
+    from cdc.preflight import Finding, check_server, failures
+    from cdc.server import Server
+    from cdc.sink import KafkaSink
+
+    findings: list[Finding] = [Finding(True, "configuration", str(config_path))]
+    with Server(config) as server:
+        findings += check_server(config, server)
+        cp = FileCheckpointStore(config.checkpoint.path).load()
+        logs = server.binary_logs()
+        if cp is None:
+            findings.append(Finding(True, "checkpoint", f"none yet; run starts at the {config.source.start_at}"))
+        else:
+            try:
+                server.require_position(cp.position)
+                findings.append(Finding(True, "checkpoint", f"{cp.position} is on the server"))
+            except WpcdcError as exc:
+                findings.append(Finding(False, "checkpoint", exc.problem, exc.fix))
+        findings.append(Finding(True, "binlog files", f"{len(logs)}, oldest {logs[0] if logs else '-'}"))
+    try:
+        KafkaSink(config.kafka).close()
+        findings.append(Finding(True, "kafka", f"topics {config.kafka.topic}, {config.kafka.dead_letter_topic}"))
+    except WpcdcError as exc:
+        findings.append(Finding(False, "kafka", exc.problem, exc.fix))
+    for f in findings:
+        label = "ok" if f.ok else ("warning" if f.warning else "FAIL")
+        click.echo(f"{label:<8} {f.what}: {f.detail}")
+        if not f.ok and f.fix:
+            click.echo(f"         fix: {f.fix}")
+    bad = failures(findings)
+    if bad:
+        raise PreflightError(f"{len(bad)} check(s) failed", "see the FAIL lines above")
+
+
+@main.group()
+def schemas() -> None:
+    """JSON Schemas of the events."""
+
+
+@schemas.command("export")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="schemas", show_default=True)
+def schemas_export(out: Path) -> None:
+    """Write one JSON Schema per event type, generated from the event models."""
+    from cdc.events import json_schemas
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        (out / name).write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        click.echo(f"wrote {out / name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The one configuration model tree. Every default lives here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from cdc.errors import ConfigError
+
+# Secrets may come from these environment variables; they win over the file so that a config file
+# can be committed without the password in it.
+ENV_MYSQL_PASSWORD = "WPCDC_MYSQL_PASSWORD"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MySQLConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(3306, ge=1, le=65535)
+    user: str = "wpcdc"
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    # The replica id this reader announces; must differ from every server and replica in the topology.
+    server_id: int = Field(4201, ge=1, le=4294967295)
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    # The server sends a heartbeat when idle, so a quiet stream still notices SIGTERM and dead peers.
+    heartbeat_seconds: float = Field(1.0, gt=0, le=60)
+    read_timeout_seconds: float = Field(30.0, gt=0)
+
+    def resolved_password(self) -> str:
+        env = os.environ.get(ENV_MYSQL_PASSWORD)
+        if env is not None:
+            return env
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(
+                    f"mysql.password_file: cannot read {self.password_file}: {exc.strerror}",
+                    "point mysql.password_file at a readable file, or set " + ENV_MYSQL_PASSWORD,
+                ) from None
+        return self.password.get_secret_value() if self.password is not None else ""
+
+
+class WordPressConfig(_Strict):
+    database: str = "wordpress"
+    table_prefix: str = "wp_"
+
+    @field_validator("table_prefix")
+    @classmethod
+    def _prefix_is_identifier(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c == "_" for c in v):
+            raise ValueError("must be letters, digits and underscores, like WordPress's $table_prefix")
+        return v
+
+
+class KafkaConfig(_Strict):
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
+    topic: str = "wordpress.posts"
+    dead_letter_topic: str = "wordpress.posts.dead-letter"
+    client_id: str = "wpcdc"
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    linger_ms: int = Field(20, ge=0)
+    batch_size: int = Field(1_048_576, ge=1024)
+    max_request_size: int = Field(1_048_576, ge=1024)
+    # How long a send may wait for metadata or buffer space before the pipeline treats the broker as down.
+    max_block_ms: int = Field(10_000, ge=100)
+    request_timeout_ms: int = Field(30_000, ge=100)
+    # How long to wait for acknowledgements at a checkpoint before restarting from the last checkpoint.
+    flush_timeout_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+
+
+class CheckpointConfig(_Strict):
+    path: Path = Path("wpcdc-checkpoint.json")
+    # At most one checkpoint write (with a wait for broker acks) per interval; lower = fewer duplicates
+    # after a crash, higher = more throughput.
+    interval_seconds: float = Field(1.0, gt=0)
+    # Also checkpoint once this many events are unacknowledged, to bound memory and replay after a crash.
+    max_pending_events: int = Field(50_000, ge=1)
+
+
+class SourceConfig(_Strict):
+    # Where `run` starts when there is no checkpoint yet: the current end of the binlog (like Maxwell and
+    # Debezium's schema-only mode) or the oldest binlog file the server still has.
+    start_at: Literal["end", "beginning"] = "end"
+    reconnect_backoff_initial_seconds: float = Field(0.5, gt=0)
+    reconnect_backoff_max_seconds: float = Field(30.0, gt=0)
+
+
+class FilterConfig(_Strict):
+    exclude_post_types: list[str] = Field(
+        default_factory=lambda: [
+            "revision",
+            "nav_menu_item",
+            "customize_changeset",
+            "oembed_cache",
+            "user_request",
+        ]
+    )
+    exclude_post_statuses: list[str] = Field(default_factory=lambda: ["auto-draft"])
+    exclude_meta_keys: list[str] = Field(
+        default_factory=lambda: [
+            "_edit_lock",
+            "_edit_last",
+            "_pingme",
+            "_encloseme",
+            "_wp_trash_meta_status",
+            "_wp_trash_meta_time",
+            "_wp_desired_post_slug",
+        ]
+    )
+    # UPDATEs of wp_posts that change nothing but post_modified/post_modified_gmt.
+    drop_modified_only_updates: bool = True
+    # The UPDATE that fills `guid` right after every INSERT into wp_posts (old guid empty, only guid and
+    # modification dates change).
+    drop_guid_backfill: bool = True
+
+
+class MappingConfig(_Strict):
+    # post_content longer than this (in UTF-8 bytes) is cut, flagged and hashed.
+    max_content_bytes: int = Field(262_144, ge=0)
+    # Meta values longer than this are not PHP-unserialized (value_decoded absent); `value` stays raw.
+    max_decode_bytes: int = Field(1_048_576, ge=0)
+    max_decode_depth: int = Field(64, ge=1, le=512)
+
+
+class LogConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Strict):
+    mysql: MySQLConfig = Field(default_factory=MySQLConfig)
+    wordpress: WordPressConfig = Field(default_factory=WordPressConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    mapping: MappingConfig = Field(default_factory=MappingConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key")
+        else:
+            lines.append(f"{path}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def parse_config(data: object, origin: str = "config") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections", "see config.yaml")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{origin}: {_describe(exc)}",
+            "correct the key or value; every key, its type and default is listed in config.yaml "
+            "and in the README's configuration reference",
+        ) from None
+
+
+def load_config(path: Path | str) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the configuration file {path}: {exc.strerror}",
+            "pass --config with the path of a YAML file (config.yaml in the repository is an example)",
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}", "fix the YAML syntax at the place named") from None
+    return parse_config(data, str(path))

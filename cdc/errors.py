@@ -1,0 +1,63 @@
+"""Errors that reach the user: each names the problem and the fix, and carries an exit code.
+
+The CLI prints these without a stack trace; anything else is a bug and is shown with one.
+"""
+
+from __future__ import annotations
+
+# Exit codes are part of the interface (systemd units and scripts branch on them).
+EXIT_CONFIG = 2
+EXIT_PREFLIGHT = 3
+EXIT_POSITION_GONE = 4
+EXIT_CHECKPOINT = 5
+EXIT_SINK = 6
+EXIT_SOURCE = 7
+
+
+class WpcdcError(Exception):
+    exit_code = 1
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+
+    def render(self) -> str:
+        text = f"error: {self.problem}"
+        if self.fix:
+            text += f"\n  fix: {self.fix}"
+        return text
+
+
+class ConfigError(WpcdcError):
+    exit_code = EXIT_CONFIG
+
+
+class PreflightError(WpcdcError):
+    exit_code = EXIT_PREFLIGHT
+
+
+class PositionGoneError(WpcdcError):
+    """The checkpoint (or --from) names a binlog file the server no longer has."""
+
+    exit_code = EXIT_POSITION_GONE
+
+
+class CheckpointError(WpcdcError):
+    exit_code = EXIT_CHECKPOINT
+
+
+class SinkError(WpcdcError):
+    """The sink could not confirm delivery. Transient: the pipeline restarts from its checkpoint."""
+
+    exit_code = EXIT_SINK
+
+
+class SourceError(WpcdcError):
+    """The binlog connection failed. Transient unless `fatal` is set."""
+
+    exit_code = EXIT_SOURCE
+
+    def __init__(self, problem: str, fix: str = "", *, fatal: bool = False) -> None:
+        super().__init__(problem, fix)
+        self.fatal = fatal

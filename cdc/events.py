@@ -1,0 +1,242 @@
+"""The event contract: pydantic models that define every event type and generate `schemas/`.
+
+The mapper builds plain dicts on the hot path (pydantic validation per event would cost more than
+the rest of the pipeline); unit tests validate its output against these models, and the checked-in
+JSON Schemas are generated from them by `wpcdc schemas export`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+POST_CREATED = "post_created"
+POST_UPDATED = "post_updated"
+POST_DELETED = "post_deleted"
+POST_PUBLISHED = "post_published"
+POST_UNPUBLISHED = "post_unpublished"
+POST_SCHEDULED = "post_scheduled"
+POST_TRASHED = "post_trashed"
+POST_RESTORED = "post_restored"
+POST_META_ADDED = "post_meta_added"
+POST_META_UPDATED = "post_meta_updated"
+POST_META_DELETED = "post_meta_deleted"
+POST_TERM_ADDED = "post_term_added"
+POST_TERM_REMOVED = "post_term_removed"
+POST_TERM_UPDATED = "post_term_updated"
+DEAD_LETTER = "dead_letter"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Source(_Model):
+    """Where the row change is in the binlog; with `row` it identifies the change."""
+
+    server_id: int = Field(description="server_id of the MySQL/MariaDB server whose binlog was read")
+    file: str
+    pos: int = Field(description="start position of the rows event")
+    row: int = Field(description="index of the row within the rows event")
+    table: str
+    gtid: str | None = Field(None, description="GTID of the transaction, when the server has one")
+
+
+class PostRow(BaseModel):
+    """A `wp_posts` row. Columns plugins or later WordPress versions add are passed through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ID: int
+    post_author: int | None = None
+    post_date: str | None = Field(None, description="site-local wall-clock time, ISO 8601; null for a zero date")
+    post_date_gmt: str | None = Field(None, description="UTC, ISO 8601 with Z; null for a zero date (drafts)")
+    post_content: str | None = None
+    post_title: str | None = None
+    post_excerpt: str | None = None
+    post_status: str
+    comment_status: str | None = None
+    ping_status: str | None = None
+    has_password: bool = Field(description="post_password is never emitted; this says whether one is set")
+    post_name: str | None = None
+    to_ping: str | None = None
+    pinged: str | None = None
+    post_modified: str | None = None
+    post_modified_gmt: str | None = None
+    post_content_filtered: str | None = None
+    post_parent: int | None = None
+    guid: str | None = None
+    menu_order: int | None = None
+    post_type: str
+    post_mime_type: str | None = None
+    comment_count: int | None = None
+    content_truncated: bool = Field(description="post_content was cut at mapping.max_content_bytes")
+    content_bytes: int | None = Field(None, description="size of the full post_content (only when truncated)")
+    content_sha256: str | None = Field(None, description="SHA-256 of the full post_content (only when truncated)")
+
+
+class Change(_Model):
+    old: Any
+    new: Any
+
+
+class PostData(_Model):
+    post: PostRow
+
+
+class PostUpdatedData(_Model):
+    post: PostRow
+    changes: dict[str, Change] = Field(description="changed columns only; post_password shows as has_password")
+
+
+class LifecycleData(_Model):
+    from_: str | None = Field(alias="from", description="post_status before; null for a new post")
+    to: str
+
+
+class MetaData(_Model):
+    meta_id: int
+    meta_key: str | None
+    value: str | None = Field(description="raw meta_value; null after a delete")
+    value_decoded: Any = Field(None, description="PHP-unserialized value as JSON; absent when not serialized")
+    value_decode_error: str | None = Field(None, description="present when the value looks serialized but failed")
+    previous_value: str | None = Field(None, description="raw value before an update or delete")
+
+
+class TermData(_Model):
+    term_taxonomy_id: int
+    term_order: int
+    previous_term_order: int | None = Field(None, description="only on post_term_updated")
+    taxonomy: str | None
+    term_id: int | None
+    slug: str | None
+    name: str | None
+
+
+class _Envelope(_Model):
+    event_id: str = Field(description="deterministic: server_id:file:pos:row[:suffix]; a replay yields the same id")
+    schema_version: Literal[1]
+    occurred_at: str = Field(description="binlog event time, RFC 3339 UTC")
+    blog_id: int
+    post_id: int
+    post_type: str | None
+    source: Source
+
+
+class PostCreated(_Envelope):
+    event_type: Literal["post_created"]
+    data: PostData
+
+
+class PostUpdated(_Envelope):
+    event_type: Literal["post_updated"]
+    data: PostUpdatedData
+
+
+class PostDeleted(_Envelope):
+    event_type: Literal["post_deleted"]
+    data: PostData
+
+
+class PostPublished(_Envelope):
+    event_type: Literal["post_published"]
+    data: LifecycleData
+
+
+class PostUnpublished(_Envelope):
+    event_type: Literal["post_unpublished"]
+    data: LifecycleData
+
+
+class PostScheduled(_Envelope):
+    event_type: Literal["post_scheduled"]
+    data: LifecycleData
+
+
+class PostTrashed(_Envelope):
+    event_type: Literal["post_trashed"]
+    data: LifecycleData
+
+
+class PostRestored(_Envelope):
+    event_type: Literal["post_restored"]
+    data: LifecycleData
+
+
+class PostMetaAdded(_Envelope):
+    event_type: Literal["post_meta_added"]
+    data: MetaData
+
+
+class PostMetaUpdated(_Envelope):
+    event_type: Literal["post_meta_updated"]
+    data: MetaData
+
+
+class PostMetaDeleted(_Envelope):
+    event_type: Literal["post_meta_deleted"]
+    data: MetaData
+
+
+class PostTermAdded(_Envelope):
+    event_type: Literal["post_term_added"]
+    data: TermData
+
+
+class PostTermRemoved(_Envelope):
+    event_type: Literal["post_term_removed"]
+    data: TermData
+
+
+class PostTermUpdated(_Envelope):
+    event_type: Literal["post_term_updated"]
+    data: TermData
+
+
+class DeadLetter(_Model):
+    """A row the mapper could not turn into an event; published to the dead-letter topic."""
+
+    event_type: Literal["dead_letter"]
+    event_id: str
+    schema_version: Literal[1]
+    occurred_at: str
+    blog_id: int
+    post_id: int | None
+    source: Source
+    error: str
+    op: Literal["insert", "update", "delete"]
+    before: dict[str, Any] | None = Field(description="raw row image, values rendered as JSON-safe text")
+    after: dict[str, Any] | None
+
+
+EVENT_MODELS: dict[str, type[BaseModel]] = {
+    POST_CREATED: PostCreated,
+    POST_UPDATED: PostUpdated,
+    POST_DELETED: PostDeleted,
+    POST_PUBLISHED: PostPublished,
+    POST_UNPUBLISHED: PostUnpublished,
+    POST_SCHEDULED: PostScheduled,
+    POST_TRASHED: PostTrashed,
+    POST_RESTORED: PostRestored,
+    POST_META_ADDED: PostMetaAdded,
+    POST_META_UPDATED: PostMetaUpdated,
+    POST_META_DELETED: PostMetaDeleted,
+    POST_TERM_ADDED: PostTermAdded,
+    POST_TERM_REMOVED: PostTermRemoved,
+    POST_TERM_UPDATED: PostTermUpdated,
+    DEAD_LETTER: DeadLetter,
+}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """File name -> JSON Schema, for `wpcdc schemas export` and the drift test."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, model in EVENT_MODELS.items():
+        schema = model.model_json_schema(by_alias=True)
+        schema["$id"] = f"https://wpcdc.dev/schemas/v{SCHEMA_VERSION}/{name}.json"
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        out[f"{name}.json"] = schema
+    return out

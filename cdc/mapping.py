@@ -1,0 +1,451 @@
+"""Row images in, WordPress domain events out. No I/O: everything outside the row comes from
+`WordPressState`, which the mapper also keeps up to date as posts and terms go by.
+
+Each row change yields exactly one of: events (a list of dicts, the Kafka message values), a
+filter reason (a documented rule dropped it), or a dead-letter record (it could not be mapped).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from cdc import events as ev
+from cdc.changes import RowChange
+from cdc.config import FilterConfig, MappingConfig
+from cdc.serialized import decode_php
+from cdc.state import LookupUnavailable, PostInfo, WordPressState
+from cdc.tables import TableKind
+
+# Filter reasons (the `reason` label of wpcdc_rows_filtered_total); documented in the README.
+EXCLUDED_POST_TYPE = "excluded_post_type"
+EXCLUDED_POST_STATUS = "excluded_post_status"
+EXCLUDED_META_KEY = "excluded_meta_key"
+MODIFIED_ONLY_UPDATE = "modified_only_update"
+GUID_BACKFILL = "guid_backfill"
+NO_CHANGE = "no_change"
+TERM_LOOKUP_TABLE = "term_lookup_table"
+
+_MODIFIED_COLUMNS = frozenset({"post_modified", "post_modified_gmt"})
+_GUID_BACKFILL_COLUMNS = _MODIFIED_COLUMNS | {"guid"}
+_UTC_COLUMNS = frozenset({"post_date_gmt", "post_modified_gmt"})
+_INT_POST_COLUMNS = ("ID", "post_author", "post_parent", "menu_order", "comment_count")
+
+
+class MappingError(Exception):
+    """The row cannot become an event (missing columns, unexpected types)."""
+
+
+@dataclass(slots=True)
+class Mapped:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    filtered: str | None = None
+    dead_letter: dict[str, Any] | None = None
+
+
+_SKIP = object()  # value of a column that must not be emitted
+
+
+class Mapper:
+    def __init__(
+        self,
+        state: WordPressState,
+        server_id: int,
+        filters: FilterConfig | None = None,
+        mapping: MappingConfig | None = None,
+    ) -> None:
+        self.state = state
+        self.server_id = server_id
+        f = filters or FilterConfig()
+        m = mapping or MappingConfig()
+        self._excluded_types = frozenset(f.exclude_post_types)
+        self._excluded_statuses = frozenset(f.exclude_post_statuses)
+        self._excluded_meta_keys = frozenset(f.exclude_meta_keys)
+        self._drop_modified_only = f.drop_modified_only_updates
+        self._drop_guid_backfill = f.drop_guid_backfill
+        self._max_content = m.max_content_bytes
+        self._max_decode_bytes = m.max_decode_bytes
+        self._max_decode_depth = m.max_decode_depth
+        self._ts_cache: tuple[int, str] = (-1, "")
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def map(self, change: RowChange) -> Mapped:
+        try:
+            kind = change.wp.kind
+            if kind is TableKind.POSTS:
+                return self._post(change)
+            if kind is TableKind.POSTMETA:
+                return self._meta(change)
+            if kind is TableKind.TERM_RELATIONSHIPS:
+                return self._term_relationship(change)
+            self._learn_terms(change)
+            return Mapped(filtered=TERM_LOOKUP_TABLE)
+        except LookupUnavailable:
+            raise
+        except Exception as exc:  # any failure becomes a dead letter: never a crash loop on one row
+            return Mapped(dead_letter=self._dead_letter(change, exc))
+
+    # -- wp_posts ------------------------------------------------------------------------------
+
+    def _excluded(self, post_type: str | None, status: str | None) -> str | None:
+        if post_type in self._excluded_types:
+            return EXCLUDED_POST_TYPE
+        if status in self._excluded_statuses:
+            return EXCLUDED_POST_STATUS
+        return None
+
+    def _post(self, c: RowChange) -> Mapped:
+        image = c.after if c.after is not None else c.before
+        assert image is not None
+        post_id = _int(image, "ID")
+        post_type = _str(image, "post_type")
+        status = _str(image, "post_status")
+        blog = c.wp.blog_id
+        if c.op != "delete":
+            self.state.set_post(blog, post_id, PostInfo(post_type, status))
+
+        if c.op == "update":
+            assert c.before is not None and c.after is not None
+            before_excluded = self._excluded(_str(c.before, "post_type"), _str(c.before, "post_status"))
+            after_excluded = self._excluded(post_type, status)
+            if before_excluded and after_excluded:
+                return Mapped(filtered=after_excluded)
+            if before_excluded:
+                # The first real save of an auto-draft (or a type moved out of the excluded set): the
+                # consumer never saw this post, so it is created now.
+                return self._post_created(c, post_id, post_type, status)
+            return self._post_updated(c, post_id, post_type)
+
+        reason = self._excluded(post_type, status)
+        if reason:
+            return Mapped(filtered=reason)
+        if c.op == "insert":
+            return self._post_created(c, post_id, post_type, status)
+        return Mapped([self._event(c, ev.POST_DELETED, post_id, post_type, {"post": self._post_row(image)})])
+
+    def _post_created(self, c: RowChange, post_id: int, post_type: str | None, status: str | None) -> Mapped:
+        assert c.after is not None
+        out = [self._event(c, ev.POST_CREATED, post_id, post_type, {"post": self._post_row(c.after)})]
+        lifecycle = _lifecycle(None, status)
+        if lifecycle:
+            out.append(self._event(c, lifecycle, post_id, post_type, {"from": None, "to": status}, "lifecycle"))
+        return Mapped(out)
+
+    def _post_updated(self, c: RowChange, post_id: int, post_type: str | None) -> Mapped:
+        before, after = c.before, c.after
+        assert before is not None and after is not None
+        changed = [k for k, v in after.items() if before.get(k, _SKIP) != v]
+        if not changed:
+            return Mapped(filtered=NO_CHANGE)
+        changed_set = frozenset(changed)
+        if self._drop_modified_only and changed_set <= _MODIFIED_COLUMNS:
+            return Mapped(filtered=MODIFIED_ONLY_UPDATE)
+        if (
+            self._drop_guid_backfill
+            and "guid" in changed_set
+            and changed_set <= _GUID_BACKFILL_COLUMNS
+            and not before.get("guid")
+        ):
+            return Mapped(filtered=GUID_BACKFILL)
+
+        changes: dict[str, dict[str, Any]] = {}
+        for col in changed:
+            if col == "post_password":
+                changes["has_password"] = {"old": bool(before.get(col)), "new": bool(after.get(col))}
+            elif col == "post_content":
+                changes[col] = {"old": self._content(before.get(col))[0], "new": self._content(after[col])[0]}
+            else:
+                changes[col] = {"old": _value(col, before.get(col)), "new": _value(col, after[col])}
+        out = [self._event(c, ev.POST_UPDATED, post_id, post_type, {"post": self._post_row(after), "changes": changes})]
+        old_status, new_status = _str(before, "post_status"), _str(after, "post_status")
+        lifecycle = _lifecycle(old_status, new_status)
+        if lifecycle:
+            data = {"from": old_status, "to": new_status}
+            out.append(self._event(c, lifecycle, post_id, post_type, data, "lifecycle"))
+        return Mapped(out)
+
+    def _post_row(self, image: dict[str, Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for col, raw in image.items():
+            if col == "post_password":
+                row["has_password"] = bool(raw)
+            elif col == "post_content":
+                content, full_bytes, digest = self._content(raw)
+                row[col] = content
+                row["content_truncated"] = full_bytes is not None
+                if full_bytes is not None:
+                    row["content_bytes"] = full_bytes
+                    row["content_sha256"] = digest
+            else:
+                row[col] = _value(col, raw)
+        for col in _INT_POST_COLUMNS:
+            if col in row and row[col] is not None and not isinstance(row[col], int):
+                raise MappingError(f"wp_posts.{col} is {type(row[col]).__name__}, expected an integer")
+        row.setdefault("has_password", False)
+        row.setdefault("content_truncated", False)
+        return row
+
+    def _content(self, raw: Any) -> tuple[str | None, int | None, str | None]:
+        """(content, full size if truncated, sha256 if truncated)."""
+        text = _text(raw)
+        if text is None or len(text) * 4 <= self._max_content:  # cannot exceed the limit: skip encoding
+            return text, None, None
+        data = text.encode("utf-8", "surrogatepass")
+        if len(data) <= self._max_content:
+            return text, None, None
+        cut = data[: self._max_content].decode("utf-8", "ignore")  # never split a character
+        return cut, len(data), hashlib.sha256(data).hexdigest()
+
+    # -- wp_postmeta ---------------------------------------------------------------------------
+
+    def _meta(self, c: RowChange) -> Mapped:
+        image = c.after if c.after is not None else c.before
+        assert image is not None
+        meta_id = _int(image, "meta_id")
+        post_id = _int(image, "post_id")
+        meta_key = _str(image, "meta_key")
+        if meta_key in self._excluded_meta_keys:
+            return Mapped(filtered=EXCLUDED_META_KEY)
+        info = self.state.post(c.wp.blog_id, post_id)
+        post_type = info.post_type if info else None
+        if info is not None:
+            reason = self._excluded(info.post_type, info.post_status)
+            if reason:
+                return Mapped(filtered=reason)
+
+        if c.op == "update":
+            assert c.before is not None
+            if c.before == c.after:
+                return Mapped(filtered=NO_CHANGE)
+            kind = ev.POST_META_UPDATED
+        else:
+            kind = ev.POST_META_ADDED if c.op == "insert" else ev.POST_META_DELETED
+        value = _text(c.after["meta_value"]) if c.after is not None else None
+        data: dict[str, Any] = {"meta_id": meta_id, "meta_key": meta_key, "value": value}
+        if value is not None:
+            decoded = decode_php(value, max_bytes=self._max_decode_bytes, max_depth=self._max_decode_depth)
+            if decoded.ok:
+                data["value_decoded"] = decoded.value
+            elif decoded.error:
+                data["value_decode_error"] = decoded.error
+        if c.before is not None:
+            data["previous_value"] = _text(c.before.get("meta_value"))
+        return Mapped([self._event(c, kind, post_id, post_type, data)])
+
+    # -- wp_term_relationships -----------------------------------------------------------------
+
+    def _term_relationship(self, c: RowChange) -> Mapped:
+        image = c.after if c.after is not None else c.before
+        assert image is not None
+        post_id = _int(image, "object_id")
+        info = self.state.post(c.wp.blog_id, post_id)
+        if info is not None:
+            reason = self._excluded(info.post_type, info.post_status)
+            if reason:
+                return Mapped(filtered=reason)
+        post_type = info.post_type if info else None
+
+        if c.op == "insert":
+            return Mapped([self._term_event(c, ev.POST_TERM_ADDED, post_type, c.after)])  # type: ignore[arg-type]
+        if c.op == "delete":
+            return Mapped([self._term_event(c, ev.POST_TERM_REMOVED, post_type, c.before)])  # type: ignore[arg-type]
+        assert c.before is not None and c.after is not None
+        same_link = _int(c.before, "object_id") == post_id and _int(c.before, "term_taxonomy_id") == _int(
+            c.after, "term_taxonomy_id"
+        )
+        if same_link:
+            if _int(c.before, "term_order") == _int(c.after, "term_order"):
+                return Mapped(filtered=NO_CHANGE)
+            e = self._term_event(c, ev.POST_TERM_UPDATED, post_type, c.after)
+            e["data"]["previous_term_order"] = _int(c.before, "term_order")
+            return Mapped([e])
+        # A plugin re-pointed the relationship: to a consumer that is one term removed, another added.
+        before_post = _int(c.before, "object_id")
+        before_info = self.state.post(c.wp.blog_id, before_post)
+        removed = self._term_event(
+            c, ev.POST_TERM_REMOVED, before_info.post_type if before_info else None, c.before, "removed"
+        )
+        return Mapped([removed, self._term_event(c, ev.POST_TERM_ADDED, post_type, c.after, "added")])
+
+    def _term_event(
+        self, c: RowChange, kind: str, post_type: str | None, image: dict[str, Any], suffix: str | None = None
+    ) -> dict[str, Any]:
+        tt_id = _int(image, "term_taxonomy_id")
+        term = self.state.term(c.wp.blog_id, tt_id)
+        data = {
+            "term_taxonomy_id": tt_id,
+            "term_order": _int(image, "term_order"),
+            "taxonomy": term.taxonomy if term else None,
+            "term_id": term.term_id if term else None,
+            "slug": term.slug if term else None,
+            "name": term.name if term else None,
+        }
+        return self._event(c, kind, _int(image, "object_id"), post_type, data, suffix)
+
+    def _learn_terms(self, c: RowChange) -> None:
+        image = c.after
+        if image is None:
+            return  # a deleted term keeps its cached name: relationship deletes may still refer to it
+        blog = c.wp.blog_id
+        if c.wp.kind is TableKind.TERM_TAXONOMY:
+            self.state.set_term_taxonomy(
+                blog, _int(image, "term_taxonomy_id"), _int(image, "term_id"), _str(image, "taxonomy")
+            )
+        else:
+            self.state.set_term(blog, _int(image, "term_id"), _str(image, "slug"), _str(image, "name"))
+
+    # -- envelope ------------------------------------------------------------------------------
+
+    def _occurred_at(self, ts: int) -> str:
+        cached_ts, text = self._ts_cache
+        if cached_ts != ts:
+            text = dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self._ts_cache = (ts, text)
+        return text
+
+    def _source(self, c: RowChange) -> dict[str, Any]:
+        src: dict[str, Any] = {
+            "server_id": self.server_id,
+            "file": c.file,
+            "pos": c.pos,
+            "row": c.row,
+            "table": c.table,
+        }
+        if c.gtid is not None:
+            src["gtid"] = c.gtid
+        return src
+
+    def _event(
+        self,
+        c: RowChange,
+        kind: str,
+        post_id: int,
+        post_type: str | None,
+        data: dict[str, Any],
+        suffix: str | None = None,
+    ) -> dict[str, Any]:
+        event_id = f"{self.server_id}:{c.file}:{c.pos}:{c.row}"
+        if suffix:
+            event_id += ":" + suffix
+        return {
+            "event_id": event_id,
+            "event_type": kind,
+            "schema_version": ev.SCHEMA_VERSION,
+            "occurred_at": self._occurred_at(c.timestamp),
+            "blog_id": c.wp.blog_id,
+            "post_id": post_id,
+            "post_type": post_type,
+            "source": self._source(c),
+            "data": data,
+        }
+
+    def _dead_letter(self, c: RowChange, exc: Exception) -> dict[str, Any]:
+        image = c.after if c.after is not None else c.before or {}
+        post_id = None
+        for col in ("ID", "post_id", "object_id"):
+            if isinstance(image.get(col), int):
+                post_id = image[col]
+                break
+        reason = str(exc) if isinstance(exc, MappingError) else f"{type(exc).__name__}: {exc}"
+        return {
+            "event_type": ev.DEAD_LETTER,
+            "event_id": f"{self.server_id}:{c.file}:{c.pos}:{c.row}:dead_letter",
+            "schema_version": ev.SCHEMA_VERSION,
+            "occurred_at": self._occurred_at(c.timestamp),
+            "blog_id": c.wp.blog_id,
+            "post_id": post_id,
+            "source": self._source(c),
+            "error": reason,
+            "op": c.op,
+            "before": _raw_image(c.before),
+            "after": _raw_image(c.after),
+        }
+
+
+# -- value helpers ---------------------------------------------------------------------------------
+
+
+def _lifecycle(old: str | None, new: str | None) -> str | None:
+    """At most one lifecycle event per post row change; the most useful one wins."""
+    if new is None or old == new:
+        return None
+    if new == "publish":
+        return ev.POST_PUBLISHED
+    if new == "future":
+        return ev.POST_SCHEDULED
+    if new == "trash":
+        return ev.POST_TRASHED
+    if old == "trash":
+        return ev.POST_RESTORED
+    if old == "publish" and new in ("draft", "pending", "private"):
+        return ev.POST_UNPUBLISHED
+    return None
+
+
+def _need(image: dict[str, Any], col: str) -> Any:
+    try:
+        return image[col]
+    except KeyError:
+        raise MappingError(
+            f"column {col!r} is missing from the row image (binlog_row_image=FULL and "
+            "binlog_row_metadata=FULL are required)"
+        ) from None
+
+
+def _int(image: dict[str, Any], col: str) -> int:
+    v = _need(image, col)
+    if type(v) is not int:
+        raise MappingError(f"column {col!r} is {type(v).__name__}, expected an integer")
+    return v
+
+
+def _str(image: dict[str, Any], col: str) -> str | None:
+    v = _need(image, col)
+    return _text(v)
+
+
+def _text(v: Any) -> str | None:
+    if v is None or type(v) is str:
+        return v
+    if isinstance(v, bytes):
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MappingError("a text column holds bytes that are not valid UTF-8") from None
+    raise MappingError(f"expected text, got {type(v).__name__}")
+
+
+def _value(col: str, v: Any) -> Any:
+    t = type(v)
+    if v is None or t is int or t is str or t is bool or t is float:
+        return v
+    if t is dt.datetime:
+        text = v.isoformat()
+        return text + "Z" if col in _UTC_COLUMNS else text
+    if t is bytes:
+        return _text(v)
+    if isinstance(v, (dt.date, dt.time, dt.timedelta, Decimal)):
+        return str(v) if not isinstance(v, dt.date) else v.isoformat()
+    if isinstance(v, (set, frozenset)):
+        return sorted(v)
+    if isinstance(v, (list, dict)):
+        return v
+    raise MappingError(f"column {col!r} has an unsupported type {t.__name__}")
+
+
+def _raw_image(image: dict[str, Any] | None) -> dict[str, Any] | None:
+    if image is None:
+        return None
+    out: dict[str, Any] = {}
+    for k, v in image.items():
+        if v is None or isinstance(v, (int, str, float, bool)):
+            out[k] = v
+        elif isinstance(v, bytes):
+            out[k] = v.decode("utf-8", "backslashreplace")
+        else:
+            out[k] = str(v)
+    return out

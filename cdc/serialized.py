@@ -1,0 +1,103 @@
+"""PHP `serialize()` values in post meta, decoded safely.
+
+phpserialize does the parsing. It never calls PHP code and, with `object_hook=phpobject`, only
+builds an inert record of an object's class name and properties. We bound size and depth, require
+the whole input to be consumed, and turn the result into JSON-shaped values.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import phpserialize
+
+_SCALAR_PREFIXES = ("s:", "i:", "d:", "b:")
+_CONTAINER_PREFIXES = ("a:", "O:", "C:")
+
+
+def looks_serialized(raw: str) -> bool:
+    """The test WordPress's `is_serialized()` makes, so we decode exactly what WordPress would."""
+    s = raw.strip()
+    if s == "N;":
+        return True
+    if len(s) < 4 or s[1] != ":":
+        return False
+    if s.startswith(_CONTAINER_PREFIXES):
+        return s.endswith("}")
+    if s.startswith(_SCALAR_PREFIXES):
+        return s.endswith(";")
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    ok: bool
+    value: Any = None
+    error: str | None = None
+
+
+NOT_SERIALIZED = Decoded(False)
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def decode_php(raw: str, *, max_bytes: int, max_depth: int) -> Decoded:
+    """Decode `raw` if it is PHP-serialized; never raises."""
+    if not looks_serialized(raw):
+        return NOT_SERIALIZED
+    data = raw.strip().encode("utf-8", "surrogatepass")
+    if len(data) > max_bytes:
+        return Decoded(False, error=f"not decoded: {len(data)} bytes is over mapping.max_decode_bytes")
+    # Each nesting level needs one "{"; counting them is a cheap upper bound on depth that keeps
+    # hostile input from reaching the recursive parser at all.
+    if data.count(b"{") > max_depth and _brace_depth(data) > max_depth:
+        return Decoded(False, error=f"not decoded: nested deeper than mapping.max_decode_depth ({max_depth})")
+    try:
+        fp = io.BytesIO(data)
+        value = phpserialize.load(fp, decode_strings=True, object_hook=phpserialize.phpobject)
+        if fp.read(1):
+            return Decoded(False, error="malformed PHP serialization: trailing data after the value")
+        return Decoded(True, _to_json(value, max_depth))
+    except _TooDeep:
+        return Decoded(False, error=f"not decoded: nested deeper than mapping.max_decode_depth ({max_depth})")
+    except RecursionError:
+        return Decoded(False, error="not decoded: nested too deeply")
+    except UnicodeDecodeError:
+        return Decoded(False, error="malformed PHP serialization: a string is not valid UTF-8")
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as exc:
+        return Decoded(False, error=f"malformed PHP serialization: {exc}")
+
+
+def _brace_depth(data: bytes) -> int:
+    depth = best = 0
+    for b in data:
+        if b == 0x7B:
+            depth += 1
+            best = max(best, depth)
+        elif b == 0x7D:
+            depth -= 1
+    return best
+
+
+def _to_json(value: Any, depth_left: int) -> Any:
+    if isinstance(value, dict):
+        if depth_left <= 0:
+            raise _TooDeep()
+        keys = list(value)
+        if keys == list(range(len(keys))):
+            return [_to_json(v, depth_left - 1) for v in value.values()]
+        return {str(k): _to_json(v, depth_left - 1) for k, v in value.items()}
+    if isinstance(value, phpserialize.phpobject):
+        if depth_left <= 0:
+            raise _TooDeep()
+        out: dict[str, Any] = {"__php_class__": value.__name__}
+        for k, v in value.__php_vars__.items():
+            out[str(k)] = _to_json(v, depth_left - 1)
+        return out
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value

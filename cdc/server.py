@@ -1,0 +1,119 @@
+"""Plain SQL questions to the source server: settings, binlog files, grants, tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pymysql
+
+from cdc.config import Config
+from cdc.errors import PositionGoneError, PreflightError
+from cdc.position import BinlogPosition
+
+
+def connect(config: Config, database: str | None = None) -> pymysql.connections.Connection:
+    m = config.mysql
+    try:
+        return pymysql.connect(
+            host=m.host,
+            port=m.port,
+            user=m.user,
+            password=m.resolved_password(),
+            database=database,
+            connect_timeout=m.connect_timeout_seconds,
+            read_timeout=m.read_timeout_seconds,
+            charset="utf8mb4",
+            autocommit=True,
+        )
+    except pymysql.err.OperationalError as exc:
+        code = exc.args[0] if exc.args else None
+        message = exc.args[1] if len(exc.args) > 1 else str(exc)
+        if code == 1045:
+            raise PreflightError(
+                f"MySQL rejected user {m.user!r} at {m.host}:{m.port}: access denied",
+                "check mysql.user and the password (WPCDC_MYSQL_PASSWORD, mysql.password_file or mysql.password)",
+            ) from None
+        if code == 1049:
+            raise PreflightError(
+                f"database {database!r} does not exist on {m.host}:{m.port}",
+                "set wordpress.database to the schema that holds the WordPress tables",
+            ) from None
+        raise PreflightError(
+            f"cannot connect to MySQL at {m.host}:{m.port}: {message}",
+            "check mysql.host and mysql.port, and that the server is up and reachable",
+        ) from None
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.conn = connect(config)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    def variables(self, *names: str) -> dict[str, str]:
+        rows = self.query("SHOW GLOBAL VARIABLES WHERE Variable_name IN (" + ",".join(["%s"] * len(names)) + ")", names)
+        return {str(k).lower(): str(v) for k, v in rows}
+
+    def version(self) -> str:
+        return str(self.query("SELECT VERSION()")[0][0])
+
+    def is_mariadb(self) -> bool:
+        return "mariadb" in self.version().lower()
+
+    def server_id(self) -> int:
+        return int(self.query("SELECT @@server_id")[0][0])
+
+    def binary_logs(self) -> list[str]:
+        try:
+            return [str(r[0]) for r in self.query("SHOW BINARY LOGS")]
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] == 1381:  # binary logging not enabled
+                return []
+            raise
+
+    def current_position(self) -> BinlogPosition:
+        try:
+            rows = self.query("SHOW BINARY LOG STATUS")  # MySQL 8.4 removed SHOW MASTER STATUS
+        except pymysql.err.ProgrammingError:
+            rows = self.query("SHOW MASTER STATUS")
+        if not rows:
+            raise PreflightError("binary logging is off on the source (log_bin=OFF)", "start the server with log_bin")
+        return BinlogPosition(str(rows[0][0]), int(rows[0][1]))
+
+    def oldest_position(self) -> BinlogPosition:
+        logs = self.binary_logs()
+        if not logs:
+            raise PreflightError("binary logging is off on the source (log_bin=OFF)", "start the server with log_bin")
+        return BinlogPosition(logs[0], 4)
+
+    def require_position(self, position: BinlogPosition, what: str = "checkpoint") -> None:
+        logs = self.binary_logs()
+        if position.file not in logs:
+            oldest = logs[0] if logs else "(none)"
+            raise PositionGoneError(
+                f"the {what} {position} names binlog file {position.file}, which the server no longer has "
+                f"(oldest available: {oldest})",
+                f"events between the {what} and {oldest}:4 are gone. Either replay from the oldest file knowing "
+                f"there is a gap (`wpcdc checkpoint set {oldest}:4`) or re-snapshot, and raise "
+                "binlog_expire_logs_seconds so the binlog outlives wpcdc's downtime",
+            )
+
+    def grants(self) -> list[str]:
+        return [str(r[0]) for r in self.query("SHOW GRANTS FOR CURRENT_USER()")]
+
+    def tables(self, database: str) -> list[str]:
+        rows = self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (database,))
+        return [str(r[0]) for r in rows]

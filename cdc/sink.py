@@ -1,0 +1,186 @@
+"""Sinks: where events go. Sends are asynchronous; `flush()` is the one place that waits, and it
+raises if anything sent since the previous flush was not acknowledged."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO, Any, Protocol
+
+import orjson
+from kafka import KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError
+
+from cdc.config import KafkaConfig
+from cdc.errors import SinkError
+from cdc.events import DEAD_LETTER, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    def send(self, event: dict[str, Any]) -> None: ...
+
+    def send_dead_letter(self, record: dict[str, Any]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return orjson.dumps(event)
+
+
+def event_key(event: dict[str, Any]) -> bytes:
+    post = event.get("post_id")
+    return f"{event['blog_id']}:{'' if post is None else post}".encode()
+
+
+class StdoutSink:
+    """One JSON line per event on stdout, byte for byte the Kafka message value. Dead letters go to
+    stderr so stdout stays a clean event stream."""
+
+    def __init__(self, out: IO[bytes] | None = None, err: IO[bytes] | None = None) -> None:
+        self._out = out or sys.stdout.buffer
+        self._err = err or sys.stderr.buffer
+
+    def send(self, event: dict[str, Any]) -> None:
+        self._out.write(encode(event) + b"\n")
+
+    def send_dead_letter(self, record: dict[str, Any]) -> None:
+        self._err.write(b"dead-letter: " + encode(record) + b"\n")
+
+    def flush(self) -> None:
+        try:
+            self._out.flush()
+            self._err.flush()
+        except BrokenPipeError:
+            raise SinkError("stdout was closed by the reader (broken pipe)", "") from None
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except SinkError:
+            pass
+
+
+class KafkaSink:
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._error: BaseException | None = None
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=config.bootstrap_servers,
+                client_id=config.client_id,
+                acks="all",
+                # Keeps per-partition order across internal retries, hence per-post order.
+                enable_idempotence=True,
+                compression_type=None if config.compression_type == "none" else config.compression_type,
+                linger_ms=config.linger_ms,
+                batch_size=config.batch_size,
+                max_request_size=config.max_request_size,
+                max_block_ms=config.max_block_ms,
+                request_timeout_ms=config.request_timeout_ms,
+            )
+        except KafkaError as exc:
+            raise SinkError(
+                f"cannot connect to Kafka at {','.join(config.bootstrap_servers)}: {exc}",
+                "check kafka.bootstrap_servers and that the brokers are up",
+            ) from None
+        for topic in (config.topic, config.dead_letter_topic):
+            self._require_topic(topic)
+
+    def _require_topic(self, topic: str) -> None:
+        try:
+            partitions = self._producer.partitions_for(topic)
+        except KafkaTimeoutError:
+            partitions = None
+        except KafkaError as exc:
+            raise SinkError(f"cannot read metadata of topic {topic!r}: {exc}", "check the broker") from None
+        if not partitions:
+            self.close()
+            raise SinkError(
+                f"Kafka topic {topic!r} does not exist or is not reachable",
+                "create it (kafka-topics.sh --create --topic ...), enable auto-creation on the broker, "
+                "or set kafka.topic / kafka.dead_letter_topic",
+            )
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+
+    def _send(self, topic: str, event: dict[str, Any], value: bytes) -> None:
+        headers = [
+            ("event_type", event["event_type"].encode()),
+            ("event_id", event["event_id"].encode()),
+            ("schema_version", str(event["schema_version"]).encode()),
+        ]
+        try:
+            future = self._producer.send(topic, key=event_key(event), value=value, headers=headers)
+        except KafkaTimeoutError as exc:
+            raise SinkError(f"Kafka did not accept a message within kafka.max_block_ms: {exc}") from None
+        except KafkaError as exc:
+            raise SinkError(f"Kafka send failed: {exc}") from None
+        future.add_errback(self._failed)
+
+    def send(self, event: dict[str, Any]) -> None:
+        value = encode(event)
+        if len(value) > self._config.max_request_size:
+            # Never dropped: the consumer learns which change it could not get, and where to find it.
+            self.send_dead_letter(_too_large(event, len(value), self._config.max_request_size))
+            return
+        self._send(self._config.topic, event, value)
+
+    def send_dead_letter(self, record: dict[str, Any]) -> None:
+        value = encode(record)
+        if len(value) > self._config.max_request_size:
+            record = {
+                **record,
+                "before": None,
+                "after": None,
+                "error": record["error"] + " (row images omitted: too large)",
+            }
+            value = encode(record)
+        self._send(self._config.dead_letter_topic, record, value)
+
+    def flush(self) -> None:
+        try:
+            self._producer.flush(timeout=self._config.flush_timeout_seconds)
+        except KafkaTimeoutError:
+            raise SinkError(
+                f"Kafka did not acknowledge within kafka.flush_timeout_seconds ({self._config.flush_timeout_seconds}s)"
+            ) from None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise SinkError(f"Kafka did not accept a message: {error}")
+
+    def close(self) -> None:
+        try:
+            self._producer.close(timeout=5)
+        except Exception:  # closing a producer to a dead broker must not mask the original error
+            log.debug("error closing the Kafka producer", exc_info=True)
+
+
+def _too_large(event: dict[str, Any], size: int, limit: int) -> dict[str, Any]:
+    return {
+        "event_type": DEAD_LETTER,
+        "event_id": event["event_id"] + ":too_large",
+        "schema_version": SCHEMA_VERSION,
+        "occurred_at": event["occurred_at"],
+        "blog_id": event["blog_id"],
+        "post_id": event.get("post_id"),
+        "source": event["source"],
+        "error": f"{event['event_type']} message of {size} bytes is over kafka.max_request_size ({limit})",
+        "op": _op_of(event["event_type"]),
+        "before": None,
+        "after": None,
+    }
+
+
+def _op_of(event_type: str) -> str:
+    if event_type.endswith(("_created", "_added")):
+        return "insert"
+    if event_type.endswith(("_deleted", "_removed")):
+        return "delete"
+    return "update"

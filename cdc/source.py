@@ -1,0 +1,272 @@
+"""The binlog source: row changes and transaction boundaries of the WordPress tables, in binlog order.
+
+python-mysql-replication does the decoding. This module owns what the library gets wrong for a CDC
+tool (see shared/notes/binlog-pitfalls.md): it never lets the library reconnect on its own, it
+reports transaction boundaries so that checkpoints are only ever taken between transactions, and it
+refuses to start inside a transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.event import (
+    GtidEvent,
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    NotImplementedEvent,
+    QueryEvent,
+    RotateEvent,
+    XidEvent,
+)
+from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
+
+from cdc.changes import Idle, RowChange, SourceItem, TransactionEnd
+from cdc.config import Config
+from cdc.errors import PositionGoneError, SourceError
+from cdc.position import BinlogPosition
+from cdc.tables import TableMatcher
+
+log = logging.getLogger(__name__)
+
+# Event types whose rows the library cannot decode and would silently skip: MySQL's
+# TRANSACTION_PAYLOAD_EVENT (binlog_transaction_compression) and MariaDB's compressed rows events
+# (log_bin_compress). Seeing one means rows are being lost, so the source stops.
+_UNDECODABLE_EVENT_TYPES = {40, 165, 166, 167, 168, 169, 170, 171}
+_MARIADB_GTID_STANDALONE = 0x01
+
+
+class _LibraryReconnected(Exception):
+    pass
+
+
+class _OneShotConnector:
+    """Gives the library its connections, but only once for the dump stream.
+
+    On errors 2013/2006 the library closes the stream and reconnects by itself, from wherever its
+    attributes point (the start of a file, or the original GTID set). A second stream connection
+    therefore means "the library is reconnecting"; we refuse it so the error surfaces and the
+    pipeline restarts from its own last transaction boundary instead.
+    """
+
+    def __init__(self) -> None:
+        self.stream_connections = 0
+
+    def __call__(self, **settings: Any) -> pymysql.connections.Connection:
+        is_ctl = "cursorclass" in settings  # the library's control connection sets a DictCursor
+        if not is_ctl:
+            self.stream_connections += 1
+            if self.stream_connections > 1:
+                raise _LibraryReconnected()
+        return pymysql.connect(**settings)
+
+
+def connection_settings(config: Config) -> dict[str, Any]:
+    m = config.mysql
+    return {
+        "host": m.host,
+        "port": m.port,
+        "user": m.user,
+        "passwd": m.resolved_password(),
+        "connect_timeout": m.connect_timeout_seconds,
+        "read_timeout": m.read_timeout_seconds,
+        "charset": "utf8mb4",
+    }
+
+
+class BinlogSource:
+    def __init__(
+        self,
+        config: Config,
+        start: BinlogPosition,
+        *,
+        blocking: bool = True,
+        stop_at: BinlogPosition | None = None,
+    ) -> None:
+        self._config = config
+        self._start = start
+        self._blocking = blocking
+        self._stop_at = stop_at
+        self._tables = TableMatcher(config.wordpress.table_prefix)
+        self._reader: BinLogStreamReader | None = None
+
+    def close(self) -> None:
+        if self._reader is not None:
+            try:
+                self._reader.close()
+            except Exception:  # closing a broken socket must not mask the error that broke it
+                log.debug("error while closing the binlog reader", exc_info=True)
+            self._reader = None
+
+    def _open(self) -> BinLogStreamReader:
+        cfg = self._config
+        return BinLogStreamReader(
+            connection_settings=connection_settings(cfg),
+            server_id=cfg.mysql.server_id,
+            resume_stream=True,
+            log_file=self._start.file,
+            log_pos=self._start.pos,
+            blocking=self._blocking,
+            # File/position resume works against MariaDB only with is_mariadb=False (see the notes).
+            is_mariadb=False,
+            only_schemas=[cfg.wordpress.database],
+            only_events=[
+                WriteRowsEvent,
+                UpdateRowsEvent,
+                DeleteRowsEvent,
+                TableMapEvent,
+                XidEvent,
+                QueryEvent,
+                GtidEvent,
+                MariadbGtidEvent,
+                RotateEvent,
+                HeartbeatLogEvent,
+                NotImplementedEvent,
+            ],
+            filter_non_implemented_events=False,
+            slave_heartbeat=cfg.mysql.heartbeat_seconds if self._blocking else None,
+            pymysql_wrapper=_OneShotConnector(),
+            enable_logging=False,
+        )
+
+    def items(self) -> Iterator[SourceItem]:
+        """Row changes and boundaries from the start position; raises SourceError on any failure."""
+        self._reader = self._open()
+        try:
+            yield from self._read(self._reader)
+        except _LibraryReconnected:
+            raise SourceError("the binlog connection was lost (the server closed it or timed out)") from None
+        except pymysql.err.OperationalError as exc:
+            raise self._classify(exc) from None
+        except pymysql.err.InternalError as exc:
+            raise self._classify(exc) from None
+        except (OSError, pymysql.err.Error) as exc:
+            raise SourceError(f"binlog connection failed: {exc}") from None
+        finally:
+            self.close()
+
+    def _classify(self, exc: Exception) -> SourceError | PositionGoneError:
+        code = exc.args[0] if exc.args else None
+        message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+        if code == 1236:
+            if "first log file" in message or "not find" in message.lower():
+                return PositionGoneError(
+                    f"binlog position {self._start} is not on the server: {message}",
+                    "the file was purged; run `wpcdc check` to see the oldest file, then either replay "
+                    "from it knowing there is a gap, or re-snapshot",
+                )
+            return SourceError(
+                f"the server refused to stream from {self._start}: {message}",
+                "use a position where a transaction starts (a checkpoint written by wpcdc, or the "
+                "position of a GTID/BEGIN event in `mysqlbinlog` output)",
+                fatal=True,
+            )
+        if code in (1045, 1227, 1044):
+            return SourceError(
+                f"MySQL refused the replication connection: {message}",
+                "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* and SELECT on the WordPress "
+                "schema to the configured mysql.user, and check mysql.password",
+                fatal=True,
+            )
+        return SourceError(f"binlog connection failed: {message} (error {code})")
+
+    def _read(self, reader: BinLogStreamReader) -> Iterator[SourceItem]:
+        file = self._start.file
+        gtid: str | None = None
+        # None until the first event proves the start position is a transaction boundary.
+        in_txn: bool | None = None
+        stop_at = self._stop_at
+        match = self._tables.match
+
+        for ev in reader:
+            if isinstance(ev, RotateEvent):
+                file = ev.next_binlog
+                continue
+            if isinstance(ev, HeartbeatLogEvent):
+                yield Idle(ev.timestamp)
+                continue
+            if isinstance(ev, (MariadbGtidEvent, GtidEvent)):
+                gtid = ev.gtid
+                standalone = isinstance(ev, MariadbGtidEvent) and ev.flags & _MARIADB_GTID_STANDALONE
+                # A MariaDB GTID event opens the transaction (it replaces BEGIN); MySQL's is followed
+                # by a BEGIN query. A standalone one (DDL) is closed by its single query.
+                in_txn = isinstance(ev, MariadbGtidEvent) and not standalone
+                continue
+            if isinstance(ev, QueryEvent):
+                query = ev.query.strip().upper()
+                if query == "BEGIN":
+                    in_txn = True
+                    continue
+                if query in ("COMMIT", "ROLLBACK") or not in_txn:
+                    # COMMIT ends a non-transactional group; any other query outside a transaction
+                    # (DDL) is a transaction of its own.
+                    in_txn = False
+                    end = _boundary(file, ev, gtid)
+                    yield end
+                    if stop_at is not None and stop_at <= end.next_position:
+                        return
+                continue
+            if isinstance(ev, XidEvent):
+                if in_txn is None:
+                    self._mid_transaction()
+                in_txn = False
+                end = _boundary(file, ev, gtid)
+                yield end
+                if stop_at is not None and stop_at <= end.next_position:
+                    return
+                continue
+            if isinstance(ev, TableMapEvent):
+                if in_txn is None:
+                    self._mid_transaction()
+                continue
+            if isinstance(ev, NotImplementedEvent):
+                if ev.event_type in _UNDECODABLE_EVENT_TYPES:
+                    raise SourceError(
+                        f"binlog event type {ev.event_type} at {file}:{ev.packet.log_pos - ev.event_size} "
+                        "holds compressed rows that cannot be decoded",
+                        "turn off binlog_transaction_compression (MySQL) or log_bin_compress (MariaDB)",
+                        fatal=True,
+                    )
+                continue
+            # A rows event.
+            if in_txn is None:
+                self._mid_transaction()
+            wp = match(ev.table)
+            if wp is None:
+                continue
+            pos = ev.packet.log_pos - ev.event_size
+            ts = ev.timestamp
+            if isinstance(ev, UpdateRowsEvent):
+                for i, r in enumerate(ev.rows):
+                    yield RowChange(
+                        "update", ev.table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid
+                    )
+            elif isinstance(ev, WriteRowsEvent):
+                for i, r in enumerate(ev.rows):
+                    yield RowChange("insert", ev.table, wp, None, r["values"], file, pos, i, ts, gtid)
+            else:
+                for i, r in enumerate(ev.rows):
+                    yield RowChange("delete", ev.table, wp, r["values"], None, file, pos, i, ts, gtid)
+
+    def _mid_transaction(self) -> None:
+        raise SourceError(
+            f"binlog position {self._start} is inside a transaction; rows of that transaction would be lost",
+            "start from a transaction boundary: a checkpoint written by wpcdc, or the position of a "
+            "GTID/BEGIN event as shown by `mysqlbinlog`",
+            fatal=True,
+        )
+
+
+def _boundary(file: str, ev: Any, gtid: str | None) -> TransactionEnd:
+    next_pos = ev.packet.log_pos
+    if next_pos <= 0:
+        raise SourceError(
+            f"the server wrote end_log_pos=0 in {file}; positions cannot be trusted",
+            "set binlog_legacy_event_pos=ON (MariaDB >= 11.4)",
+            fatal=True,
+        )
+    return TransactionEnd(BinlogPosition(file, next_pos), gtid, ev.timestamp)
