@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cdc.config import ENV_MYSQL_PASSWORD, load_config, parse_config
+from cdc.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_example_config_is_valid_and_documents_every_key() -> None:
+    cfg = load_config(REPO / "config.yaml")
+    text = (REPO / "config.yaml").read_text()
+    for section, model in cfg.model_dump().items():
+        assert f"{section}:" in text
+        for key in model:
+            assert f"{key}:" in text, f"config.yaml does not document {section}.{key}"
+
+
+def test_unknown_key_names_its_path() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"kafka": {"topik": "x"}})
+    assert "kafka.topik: unknown key" in err.value.problem
+    assert err.value.fix
+
+
+def test_wrong_type_names_its_path() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"mysql": {"port": "many"}})
+    assert "mysql.port" in err.value.problem
+
+
+def test_bad_prefix_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"wordpress\.table_prefix"):
+        parse_config({"wordpress": {"table_prefix": "wp-"}})
+
+
+def test_password_from_env_wins_and_is_not_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = parse_config({"mysql": {"password": "from-file"}})
+    assert "from-file" not in repr(cfg) and "from-file" not in str(cfg.model_dump())
+    assert cfg.mysql.resolved_password() == "from-file"
+    monkeypatch.setenv(ENV_MYSQL_PASSWORD, "from-env")
+    assert cfg.mysql.resolved_password() == "from-env"
+
+
+def test_password_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_MYSQL_PASSWORD, raising=False)
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    assert parse_config({"mysql": {"password_file": str(secret)}}).mysql.resolved_password() == "s3cret"
+    with pytest.raises(ConfigError, match="password_file"):
+        parse_config({"mysql": {"password_file": str(tmp_path / "missing")}}).mysql.resolved_password()
+
+
+def test_bootstrap_servers_accepts_comma_string() -> None:
+    assert parse_config({"kafka": {"bootstrap_servers": "a:9092, b:9092"}}).kafka.bootstrap_servers == [
+        "a:9092",
+        "b:9092",
+    ]
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mysql: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
