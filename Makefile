@@ -41,3 +41,6 @@ bench: venv mariadb
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+demo: venv mariadb
+	$(PY) -m cdc.demo

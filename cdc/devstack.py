@@ -91,13 +91,16 @@ class MariaDB:
 
     def start(self) -> MariaDB:
         mariadbd, install = mariadb_binaries()
+        self.base = self.base.resolve()
         if not self.datadir.exists():
             self.base.mkdir(parents=True, exist_ok=True)
-            subprocess.run(
+            done = subprocess.run(
                 [install, "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
                  "--skip-test-db", "--user=" + _user()],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip
+            if done.returncode != 0:
+                raise DevStackError(f"mariadb-install-db failed ({done.returncode}):\n{done.stdout[-2000:]}")
             fresh = True
         else:
             fresh = False
@@ -188,6 +191,7 @@ class Tansu:
         return self.base / "tansu.log"
 
     def start(self) -> Tansu:
+        self.base = self.base.resolve()
         self.base.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         url = f"tcp://127.0.0.1:{self.port}"
