@@ -14,6 +14,22 @@ from cdc.errors import ConfigError
 # Secrets may come from these environment variables; they win over the file so that a config file
 # can be committed without the password in it.
 ENV_MYSQL_PASSWORD = "WPCDC_MYSQL_PASSWORD"
+ENV_KAFKA_SASL_PASSWORD = "WPCDC_KAFKA_SASL_PASSWORD"
+
+
+def _secret(env: str, file: Path | None, value: SecretStr | None, key: str) -> str | None:
+    from_env = os.environ.get(env)
+    if from_env is not None:
+        return from_env
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"{key}_file: cannot read {file}: {exc.strerror}",
+                f"point {key}_file at a readable file, or set {env}",
+            ) from None
+    return value.get_secret_value() if value is not None else None
 
 
 class _Strict(BaseModel):
@@ -34,18 +50,7 @@ class MySQLConfig(_Strict):
     read_timeout_seconds: float = Field(30.0, gt=0)
 
     def resolved_password(self) -> str:
-        env = os.environ.get(ENV_MYSQL_PASSWORD)
-        if env is not None:
-            return env
-        if self.password_file is not None:
-            try:
-                return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                raise ConfigError(
-                    f"mysql.password_file: cannot read {self.password_file}: {exc.strerror}",
-                    "point mysql.password_file at a readable file, or set " + ENV_MYSQL_PASSWORD,
-                ) from None
-        return self.password.get_secret_value() if self.password is not None else ""
+        return _secret(ENV_MYSQL_PASSWORD, self.password_file, self.password, "mysql.password") or ""
 
 
 class WordPressConfig(_Strict):
@@ -74,6 +79,31 @@ class KafkaConfig(_Strict):
     request_timeout_ms: int = Field(30_000, ge=100)
     # How long to wait for acknowledgements at a checkpoint before restarting from the last checkpoint.
     flush_timeout_seconds: float = Field(60.0, gt=0)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+
+    def producer_security(self) -> dict[str, object]:
+        """kafka-python keyword arguments for TLS/SASL; only those that are set."""
+        out: dict[str, object] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            if not self.sasl_mechanism or not self.sasl_username:
+                raise ConfigError(
+                    f"kafka.security_protocol={self.security_protocol} needs kafka.sasl_mechanism and "
+                    "kafka.sasl_username",
+                    "set both, and the password in " + ENV_KAFKA_SASL_PASSWORD + " or kafka.sasl_password_file",
+                )
+            out["sasl_mechanism"] = self.sasl_mechanism
+            out["sasl_plain_username"] = self.sasl_username
+            out["sasl_plain_password"] = _secret(
+                ENV_KAFKA_SASL_PASSWORD, self.sasl_password_file, self.sasl_password, "kafka.sasl_password"
+            )
+        if self.ssl_cafile is not None:
+            out["ssl_cafile"] = str(self.ssl_cafile)
+        return out
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod

@@ -82,6 +82,7 @@ class KafkaSink:
                 max_request_size=config.max_request_size,
                 max_block_ms=config.max_block_ms,
                 request_timeout_ms=config.request_timeout_ms,
+                **config.producer_security(),
             )
         except KafkaError as exc:
             raise SinkError(

@@ -68,3 +68,23 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("mysql: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_kafka_sasl_settings_and_secret_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdc.config import ENV_KAFKA_SASL_PASSWORD
+
+    monkeypatch.delenv(ENV_KAFKA_SASL_PASSWORD, raising=False)
+    assert parse_config({}).kafka.producer_security() == {"security_protocol": "PLAINTEXT"}
+    cfg = parse_config(
+        {"kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "cdc",
+                   "sasl_password": "in-file", "ssl_cafile": "/etc/ca.pem"}}
+    )  # fmt: skip
+    assert "in-file" not in repr(cfg)
+    assert cfg.kafka.producer_security() == {
+        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "cdc",
+        "sasl_plain_password": "in-file", "ssl_cafile": "/etc/ca.pem",
+    }  # fmt: skip
+    monkeypatch.setenv(ENV_KAFKA_SASL_PASSWORD, "from-env")
+    assert cfg.kafka.producer_security()["sasl_plain_password"] == "from-env"
+    with pytest.raises(ConfigError, match="sasl_mechanism"):
+        parse_config({"kafka": {"security_protocol": "SASL_PLAINTEXT"}}).kafka.producer_security()
