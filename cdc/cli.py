@@ -16,22 +16,10 @@ import click
 
 from cdc.config import Config, load_config
 from cdc.errors import WpcdcError
+from cdc.logs import setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("cdc")
-
-
-def _setup_logging(config: Config | None) -> None:
-    level = config.log.level if config else "INFO"
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    # The binlog library and kafka-python are chatty at INFO and log reconnects we handle ourselves.
-    for noisy in ("kafka", "pymysqlreplication"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if level != "DEBUG" else logging.INFO)
 
 
 def _stop_on_signals() -> threading.Event:
@@ -75,8 +63,9 @@ config_option = click.option(
 
 
 def _load(config_path: Path) -> Config:
+    setup_logging()
     config = load_config(config_path)
-    _setup_logging(config)
+    setup_logging(config.log.level, config.log.format)
     return config
 
 

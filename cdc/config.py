@@ -167,6 +167,20 @@ class MappingConfig(_Strict):
 
 class LogConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text" for people, "json" (one object per line) for log pipelines.
+    format: Literal["text", "json"] = "text"
+    # A line with the checkpoint position, events and lag at most this often (every checkpoint is
+    # still written; this only throttles the log).
+    checkpoint_log_seconds: float = Field(60.0, gt=0)
+
+
+class MetricsConfig(_Strict):
+    # Prometheus /metrics and Kubernetes-style /healthz and /readyz on one HTTP port.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(9187, ge=0, le=65535)
+    # /readyz answers 503 when wpcdc is further behind the source than this.
+    ready_max_lag_seconds: float = Field(60.0, gt=0)
 
 
 class Config(_Strict):
@@ -178,6 +192,7 @@ class Config(_Strict):
     filters: FilterConfig = Field(default_factory=FilterConfig)
     mapping: MappingConfig = Field(default_factory=MappingConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 def _describe(error: ValidationError) -> str:

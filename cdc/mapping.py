@@ -44,6 +44,7 @@ class Mapped:
     events: list[dict[str, Any]] = field(default_factory=list)
     filtered: str | None = None
     dead_letter: dict[str, Any] | None = None
+    decode_errors: int = 0
 
 
 _SKIP = object()  # value of a column that must not be emitted
@@ -234,7 +235,7 @@ class Mapper:
                 data["value_decode_error"] = decoded.error
         if c.before is not None:
             data["previous_value"] = _text(c.before.get("meta_value"))
-        return Mapped([self._event(c, kind, post_id, post_type, data)])
+        return Mapped([self._event(c, kind, post_id, post_type, data)], decode_errors=int("value_decode_error" in data))
 
     # -- wp_term_relationships -----------------------------------------------------------------
 

@@ -1,14 +1,19 @@
-"""Prometheus metrics. Children of labelled metrics are cached: `.labels()` is too slow per event."""
+"""Prometheus metrics and the stream's health, read by /metrics, /healthz and /readyz.
+
+Hot-path updates are plain attribute writes or cached counter children; gauges that depend on
+"now" (lag, ages) are computed when scraped.
+"""
 
 from __future__ import annotations
+
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self.registry = r = registry or CollectorRegistry()
         self._published = Counter(
             "wpcdc_events_published_total", "Events handed to the sink, by type", ["event_type"], registry=r
         )
@@ -17,14 +22,61 @@ class Metrics:
         )
         self.dead_letters = Counter("wpcdc_dead_letters_total", "Row changes sent to the dead-letter path", registry=r)
         self.transactions = Counter("wpcdc_transactions_total", "Binlog transactions processed", registry=r)
+        self.rows = Counter("wpcdc_rows_total", "Row changes of captured tables read from the binlog", registry=r)
         self._reconnects = Counter(
-            "wpcdc_reconnects_total", "Restarts of the reader or producer after a failure", ["reason"], registry=r
+            "wpcdc_reconnects_total", "Restarts of the reader or producer after a failure, by cause", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.publish_errors = Counter(
+            "wpcdc_publish_errors_total", "Times the broker did not acknowledge (sends then retried)", registry=r
         )
-        self.checkpoint_pos = Gauge("wpcdc_checkpoint_position", "Binlog position of the last checkpoint", registry=r)
+        self.publish_retries = Counter(
+            "wpcdc_publish_retries_total", "Restarts from the checkpoint after a publish error", registry=r
+        )
         self.decode_errors = Counter(
             "wpcdc_decode_errors_total", "Meta values that looked PHP-serialized but did not decode", registry=r
         )
+        self.checkpoints = Counter("wpcdc_checkpoints_total", "Checkpoints written", registry=r)
+        self._checkpoint_file = Gauge(
+            "wpcdc_checkpoint_info", "The binlog file of the last checkpoint (value 1)", ["file"], registry=r
+        )
+        self.checkpoint_position = Gauge(
+            "wpcdc_checkpoint_position", "Binlog position of the last checkpoint within its file", registry=r
+        )
+        self.checkpoint_file_number = Gauge(
+            "wpcdc_checkpoint_file_number", "Numeric extension of the last checkpoint's binlog file", registry=r
+        )
+
+        # State read at scrape time.
+        self.last_event_ts: float | None = None  # binlog time of the last event read
+        self.last_event_at: float | None = None  # our clock when it was read
+        self.caught_up = False  # the server said it had nothing more (heartbeat)
+        self.last_checkpoint_at: float | None = None
+        self.inflight = 0
+        self.source_up = False
+        self.sink_up = False
+
+        Gauge(
+            "wpcdc_seconds_behind_source", "Now minus the binlog time of the last event; 0 when caught up",
+            registry=r,
+        ).set_function(self.lag_seconds)  # fmt: skip
+        Gauge(
+            "wpcdc_seconds_since_last_event", "Seconds since the last binlog event was read", registry=r
+        ).set_function(lambda: time.time() - self.last_event_at if self.last_event_at else -1)
+        Gauge("wpcdc_checkpoint_age_seconds", "Seconds since the last checkpoint was written", registry=r).set_function(
+            lambda: time.time() - self.last_checkpoint_at if self.last_checkpoint_at else -1
+        )
+        Gauge("wpcdc_inflight_events", "Events sent but not yet acknowledged", registry=r).set_function(
+            lambda: self.inflight
+        )
+        Gauge("wpcdc_source_connected", "1 while the binlog stream is connected", registry=r).set_function(
+            lambda: 1 if self.source_up else 0
+        )
+        Gauge("wpcdc_sink_connected", "1 while the producer is healthy", registry=r).set_function(
+            lambda: 1 if self.sink_up else 0
+        )
         self._children: dict[tuple[str, str], Counter] = {}
+        self._current_file: str | None = None
 
     def _child(self, metric: Counter, name: str, label: str) -> Counter:
         key = (name, label)
@@ -41,6 +93,43 @@ class Metrics:
 
     def reconnect(self, reason: str) -> None:
         self._child(self._reconnects, "r", reason).inc()
+
+    def source_event(self, binlog_ts: int) -> None:
+        if binlog_ts:
+            self.last_event_ts = binlog_ts
+        self.last_event_at = time.time()
+        self.caught_up = False
+
+    def source_idle(self) -> None:
+        self.caught_up = True
+
+    def lag_seconds(self) -> float:
+        if self.caught_up or self.last_event_ts is None:
+            return 0.0
+        return max(0.0, time.time() - self.last_event_ts)
+
+    def checkpointed(self, file: str, pos: int) -> None:
+        if file != self._current_file:
+            if self._current_file is not None:
+                self._checkpoint_file.remove(self._current_file)
+            self._checkpoint_file.labels(file).set(1)
+            self._current_file = file
+            ext = file.rpartition(".")[2]
+            self.checkpoint_file_number.set(int(ext) if ext.isdigit() else -1)
+        self.checkpoint_position.set(pos)
+        self.checkpoints.inc()
+        self.last_checkpoint_at = time.time()
+
+    def readiness(self, max_lag_seconds: float) -> tuple[bool, str]:
+        problems = []
+        if not self.source_up:
+            problems.append("binlog stream not connected")
+        if not self.sink_up:
+            problems.append("broker not connected")
+        lag = self.lag_seconds()
+        if lag > max_lag_seconds:
+            problems.append(f"{lag:.0f}s behind the source (limit {max_lag_seconds:.0f}s)")
+        return (False, "; ".join(problems)) if problems else (True, "ok")
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         return self.registry.get_sample_value(name, labels or {}) or 0.0

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
 
+from cdc import __version__
 from cdc.checkpoint import Checkpoint, FileCheckpointStore
 from cdc.config import Config
 from cdc.errors import CheckpointError, PreflightError, SinkError
+from cdc.http_server import ObservabilityServer
 from cdc.lookup import DatabaseLookup
 from cdc.mapping import Mapper
 from cdc.metrics import Metrics
 from cdc.pipeline import Pipeline, RunStats, supervise
 from cdc.position import BinlogPosition
 from cdc.preflight import check_server, failures
+from cdc.progress import RangeProgress
 from cdc.server import Server
 from cdc.sink import KafkaSink, Sink, StdoutSink
 from cdc.state import LookupUnavailable, WordPressState
@@ -56,12 +60,30 @@ def _starting_checkpoint(config: Config, server: Server, store: FileCheckpointSt
 
 def run_live(config: Config, sink_kind: str, stop: threading.Event, metrics: Metrics | None = None) -> RunStats:
     metrics = metrics or Metrics()
+    http = None
+    if config.metrics.enabled:
+        m = config.metrics
+        http = ObservabilityServer(metrics, m.host, m.port, m.ready_max_lag_seconds).start()
+    try:
+        return _run_live(config, sink_kind, stop, metrics)
+    finally:
+        if http is not None:
+            http.stop()
+
+
+def _run_live(config: Config, sink_kind: str, stop: threading.Event, metrics: Metrics) -> RunStats:
     store = FileCheckpointStore(config.checkpoint.path)
     with Server(config) as server:
+        version = server.version()
         _preflight(config, server)
         source_id = server.server_id()
         cp = _starting_checkpoint(config, server, store, source_id)
-    log.info("streaming from %s (source server_id %s) to %s", cp.position, source_id, sink_kind)
+    log.info(
+        "wpcdc %s starting: %s:%s (%s, server_id %s), from %s, to %s",
+        __version__, config.mysql.host, config.mysql.port, version, source_id, cp.position,
+        sink_kind if sink_kind == "stdout" else f"kafka topic {config.kafka.topic}",
+        extra={"event": "start", "position": str(cp.position), "source_server_id": source_id},
+    )  # fmt: skip
 
     lookup = DatabaseLookup(config)
     mapper = Mapper(WordPressState(lookup), source_id, config.filters, config.mapping)
@@ -70,6 +92,7 @@ def run_live(config: Config, sink_kind: str, stop: threading.Event, metrics: Met
     def attempt() -> None:
         if not sink_box:
             sink_box.append(make_sink(config, sink_kind))
+            metrics.sink_up = True
         pipeline.sink = sink_box[0]
         start = store.load() or cp
         pipeline.stream(start.position, blocking=True)
@@ -97,7 +120,12 @@ def run_live(config: Config, sink_kind: str, stop: threading.Event, metrics: Met
         for sink in sink_box:
             sink.close()
         lookup.close()
-    log.info("stopped at %s", pipeline.stats.last_position or cp.position)
+    final = store.load() or cp
+    log.info(
+        "stopped; checkpoint at %s, %d events published this run",
+        final.position, sum(pipeline.stats.events.values()),
+        extra={"event": "shutdown", "position": str(final.position)},
+    )  # fmt: skip
     return pipeline.stats
 
 
@@ -115,20 +143,26 @@ def replay(
     update_checkpoint: bool,
     stop: threading.Event,
     metrics: Metrics | None = None,
+    show_progress: bool = True,
 ) -> ReplayResult:
     metrics = metrics or Metrics()
     with Server(config) as server:
         server.require_position(start, "--from position")
         source_id = server.server_id()
+        files = server.binary_log_sizes()
+        end = stop_at or server.current_position()
+    bar = RangeProgress(files, start, end, sys.stderr, sys.stderr.isatty()) if show_progress else None
     lookup = DatabaseLookup(config)
     mapper = Mapper(WordPressState(lookup), source_id, config.filters, config.mapping)
     sink = make_sink(config, sink_kind)
     store = FileCheckpointStore(config.checkpoint.path) if update_checkpoint else None
-    pipeline = Pipeline(config, mapper, sink, store, metrics, stop, source_id)
+    pipeline = Pipeline(config, mapper, sink, store, metrics, stop, source_id, progress=bar)
     began = time.monotonic()
     try:
         pipeline.stream(start, blocking=False, stop_at=stop_at)
     finally:
+        if bar is not None:
+            bar.finish()
         sink.close()
         lookup.close()
     return ReplayResult(pipeline.stats, time.monotonic() - began)

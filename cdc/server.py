@@ -77,8 +77,11 @@ class Server:
         return int(self.query("SELECT @@server_id")[0][0])
 
     def binary_logs(self) -> list[str]:
+        return [name for name, _ in self.binary_log_sizes()]
+
+    def binary_log_sizes(self) -> list[tuple[str, int]]:
         try:
-            return [str(r[0]) for r in self.query("SHOW BINARY LOGS")]
+            return [(str(r[0]), int(r[1])) for r in self.query("SHOW BINARY LOGS")]
         except pymysql.err.OperationalError as exc:
             if exc.args and exc.args[0] == 1381:  # binary logging not enabled
                 return []

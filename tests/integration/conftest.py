@@ -21,6 +21,21 @@ from kafka import KafkaConsumer, TopicPartition
 from cdc.devstack import MYSQL_PASSWORD, MYSQL_USER, MariaDB, Tansu, create_topics, create_wordpress_tables
 
 _counter = itertools.count(1)
+_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+_validators: dict[str, Any] = {}
+
+
+def assert_schema_valid(value: dict[str, Any]) -> None:
+    """Every event any integration test reads is checked against the checked-in JSON Schema."""
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    kind = value["event_type"]
+    if kind not in _validators:
+        _validators[kind] = Draft202012Validator(json.loads((_SCHEMAS / f"{kind}.json").read_text()))
+    errors = sorted(_validators[kind].iter_errors(value), key=str)
+    assert not errors, f"{kind} does not match schemas/{kind}.json: {errors[0].message}"
 
 
 @dataclass
@@ -187,6 +202,7 @@ class Site:
                 batch = consumer.poll(timeout_ms=200)
                 for _tp, msgs in batch.items():
                     for m in msgs:
+                        assert_schema_valid(orjson.loads(m.value))
                         out.append(
                             Record(
                                 m.key.decode(), orjson.loads(m.value), {k: v.decode() for k, v in m.headers},

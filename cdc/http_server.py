@@ -1,0 +1,66 @@
+"""/metrics, /healthz and /readyz on one port, in a daemon thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cdc.errors import ConfigError
+from cdc.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class ObservabilityServer:
+    def __init__(self, metrics: Metrics, host: str, port: int, max_lag_seconds: float) -> None:
+        self.metrics = metrics
+        self.max_lag_seconds = max_lag_seconds
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._reply(200, generate_latest(outer.metrics.registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._reply(200, b'{"status":"ok"}\n', "application/json")
+                elif path == "/readyz":
+                    ok, reason = outer.metrics.readiness(outer.max_lag_seconds)
+                    body = json.dumps({"status": "ready" if ok else "not ready", "reason": reason}).encode()
+                    self._reply(200 if ok else 503, body + b"\n", "application/json")
+                else:
+                    self._reply(404, b"not found\n", "text/plain")
+
+            def _reply(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics.port: cannot listen on {host}:{port}: {exc.strerror}",
+                "choose a free metrics.port (or metrics.host), or set metrics.enabled: false",
+            ) from None
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name="wpcdc-http", daemon=True)
+
+    def start(self) -> ObservabilityServer:
+        self._thread.start()
+        log.info("metrics and health on http://%s:%s (/metrics /healthz /readyz)", *self._server.server_address[:2])
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,139 @@
+"""Metrics, health endpoints and logs of a running streamer, scraped over HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cdc.devstack import MYSQL_PASSWORD, Tansu, create_topics, free_port
+from tests.integration.conftest import Site
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def get(port: int, path: str) -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+    except (urllib.error.URLError, ConnectionError):
+        return 0, {}  # not listening yet
+
+
+def wait_until(check, timeout: float = 20.0, every: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    return last
+
+
+def enable_metrics(site: Site) -> int:
+    port = free_port()
+    site.config["metrics"] = {"enabled": True, "port": port, "ready_max_lag_seconds": 30}
+    site.write_config()
+    return port
+
+
+def test_metrics_move_with_the_stream_and_health_endpoints_answer(site: Site) -> None:
+    port = enable_metrics(site)
+    site.set_checkpoint()
+    s = site.streamer()
+    try:
+        assert wait_until(lambda: get(port, "/readyz")[0] == 200), s.output()
+        assert get(port, "/healthz") == (200, {"status": "ok"})
+        before = scrape(port)
+        pid = site.insert_post("metrics", status="publish")
+        site.sql(f"UPDATE wp_posts SET guid = 'http://x/?p={pid}' WHERE ID = {pid}")
+        site.sql(f"INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES ({pid}, '_edit_lock', '1')")
+        site.sql(f"INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES ({pid}, 'bad', 'a:1:{{i:0;}}')")
+        site.consume(expect=3)
+        after = wait_until(
+            lambda: (m := scrape(port)).get('wpcdc_events_published_total{event_type="post_meta_added"}') and m
+        )
+        assert after, "metrics did not move"
+        assert after['wpcdc_events_published_total{event_type="post_created"}'] == 1
+        assert after['wpcdc_events_published_total{event_type="post_published"}'] == 1
+        assert after['wpcdc_rows_filtered_total{reason="guid_backfill"}'] == 1
+        assert after['wpcdc_rows_filtered_total{reason="excluded_meta_key"}'] == 1
+        assert after["wpcdc_decode_errors_total"] == 1
+        assert after["wpcdc_transactions_total"] >= before.get("wpcdc_transactions_total", 0) + 4
+        assert after["wpcdc_rows_total"] == 4
+        assert after["wpcdc_source_connected"] == 1 and after["wpcdc_sink_connected"] == 1
+        end = site.position()
+        file, pos = end.split(":")
+        settled = wait_until(lambda: (m := scrape(port))["wpcdc_checkpoint_position"] == int(pos) and m)
+        assert settled, "checkpoint gauge did not reach the binlog end"
+        assert settled[f'wpcdc_checkpoint_info{{file="{file}"}}'] == 1
+        assert settled["wpcdc_checkpoint_file_number"] == int(file.rsplit(".", 1)[1])
+        assert 0 <= settled["wpcdc_checkpoint_age_seconds"] < 10
+        assert settled["wpcdc_inflight_events"] == 0
+        # Idle source: heartbeats keep the lag at 0 instead of growing.
+        time.sleep(2.5)
+        idle = scrape(port)
+        assert idle["wpcdc_seconds_behind_source"] == 0
+        assert idle["wpcdc_seconds_since_last_event"] >= 2
+    finally:
+        assert s.stop() == 0, s.output()
+
+
+def test_readyz_turns_503_when_the_broker_goes_away(site: Site, tmp_path: Path) -> None:
+    broker = Tansu(tmp_path / "own-broker").start()
+    try:
+        create_topics(broker.bootstrap, [site.topic, site.dead_letter_topic])
+        site.config["kafka"].update({"bootstrap_servers": [broker.bootstrap], "flush_timeout_seconds": 2,
+                                     "max_block_ms": 2000, "request_timeout_ms": 2000})  # fmt: skip
+        port = enable_metrics(site)
+        site.set_checkpoint()
+        s = site.streamer()
+        try:
+            assert wait_until(lambda: get(port, "/readyz")[0] == 200), s.output()
+            broker.stop()
+            site.insert_post("while the broker is down")
+            status = wait_until(lambda: (r := get(port, "/readyz"))[0] == 503 and r, timeout=30)
+            assert status and "broker not connected" in status[1]["reason"], status
+            m = scrape(port)
+            assert m["wpcdc_sink_connected"] == 0
+            assert m['wpcdc_reconnects_total{reason="sink"}'] >= 1 and m["wpcdc_publish_errors_total"] >= 1
+            assert get(port, "/healthz")[0] == 200  # the process is alive and retrying
+        finally:
+            assert s.stop() == 0, s.output()
+        assert "restarting from the last checkpoint" in s.output()
+    finally:
+        broker.stop()
+
+
+def test_json_logs_have_lifecycle_events_and_no_secrets(site: Site) -> None:
+    site.config["log"] = {"format": "json", "checkpoint_log_seconds": 0.1}
+    site.write_config()
+    site.set_checkpoint()
+    s = site.streamer()
+    site.insert_post("logged")
+    site.consume(expect=1)
+    time.sleep(0.5)
+    assert s.stop() == 0
+    lines = [json.loads(line) for line in s.output().splitlines() if line.strip()]
+    events = [x.get("event") for x in lines]
+    for expected in ("start", "connected", "checkpoint", "shutdown"):
+        assert expected in events, (expected, events)
+    assert all({"ts", "level", "logger", "msg"} <= set(x) for x in lines)
+    assert MYSQL_PASSWORD not in s.output()

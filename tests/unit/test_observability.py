@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+
+from cdc.logs import JsonFormatter
+from cdc.metrics import Metrics
+from cdc.pipeline import RunStats
+from cdc.position import BinlogPosition
+from cdc.progress import RangeProgress
+
+
+def test_readiness_needs_both_connections_and_bounded_lag() -> None:
+    m = Metrics()
+    assert m.readiness(60) == (False, "binlog stream not connected; broker not connected")
+    m.source_up = True
+    assert m.readiness(60) == (False, "broker not connected")
+    m.sink_up = True
+    assert m.readiness(60) == (True, "ok")
+    m.source_event(int(time.time()) - 120)
+    ok, reason = m.readiness(60)
+    assert not ok and "behind the source" in reason
+    m.source_idle()  # a heartbeat: the server has nothing more, so we are not behind
+    assert m.readiness(60) == (True, "ok")
+    assert m.lag_seconds() == 0
+
+
+def test_checkpoint_gauges_follow_the_file() -> None:
+    m = Metrics()
+    m.checkpointed("binlog.000007", 1234)
+    m.checkpointed("binlog.000008", 4)
+    assert m.value("wpcdc_checkpoint_info", {"file": "binlog.000008"}) == 1
+    assert m.registry.get_sample_value("wpcdc_checkpoint_info", {"file": "binlog.000007"}) is None
+    assert m.value("wpcdc_checkpoint_position") == 4 and m.value("wpcdc_checkpoint_file_number") == 8
+    assert m.value("wpcdc_checkpoints_total") == 2
+
+
+def test_json_formatter_keeps_structured_fields() -> None:
+    rec = logging.LogRecord("cdc.pipeline", logging.INFO, __file__, 1, "checkpoint %s", ("b.000001:4",), None)
+    rec.event = "checkpoint"
+    out = json.loads(JsonFormatter().format(rec))
+    assert out["msg"] == "checkpoint b.000001:4" and out["event"] == "checkpoint" and out["level"] == "INFO"
+    assert out["ts"].endswith("Z")
+
+
+def test_progress_across_files_tty_and_plain() -> None:
+    files = [("binlog.000001", 1000), ("binlog.000002", 1000), ("binlog.000003", 500)]
+    start, end = BinlogPosition("binlog.000001", 500), BinlogPosition("binlog.000003", 500)
+    stats = RunStats()
+    stats.events["post_created"] = 10
+    tty = RangeProgress(files, start, end, io.StringIO(), tty=True)
+    bar = tty.render(BinlogPosition("binlog.000002", 500), stats, time.monotonic() + 1)
+    assert bar.startswith("\r[") and " 50.0%" in bar and "binlog.000002:500 of binlog.000003:500" in bar
+    out = io.StringIO()
+    plain = RangeProgress(files, start, end, out, tty=False, line_interval=0)
+    plain(BinlogPosition("binlog.000003", 500), stats)
+    assert out.getvalue().startswith("replay progress: 100.0%") and out.getvalue().endswith("\n")
