@@ -126,6 +126,20 @@ class _Envelope(_Model):
     source: Source
 
 
+EventType = Literal[
+    "post_created", "post_updated", "post_deleted", "post_published", "post_unpublished", "post_scheduled",
+    "post_trashed", "post_restored", "post_meta_added", "post_meta_updated", "post_meta_deleted",
+    "post_term_added", "post_term_removed", "post_term_updated",
+]  # fmt: skip
+
+
+class Envelope(_Envelope):
+    """What every event has; `data` depends on `event_type` (see the per-type schemas)."""
+
+    event_type: EventType
+    data: dict[str, Any]
+
+
 class PostCreated(_Envelope):
     event_type: Literal["post_created"]
     data: PostData
@@ -234,7 +248,7 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
 def json_schemas() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema, for `wpcdc schemas export` and the drift test."""
     out: dict[str, dict[str, Any]] = {}
-    for name, model in EVENT_MODELS.items():
+    for name, model in {"envelope": Envelope, **EVENT_MODELS}.items():
         schema = model.model_json_schema(by_alias=True)
         schema["$id"] = f"https://wpcdc.dev/schemas/v{SCHEMA_VERSION}/{name}.json"
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
