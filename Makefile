@@ -24,8 +24,8 @@ mariadb:
 	  else echo "error: install MariaDB >= 10.5 server binaries (mariadbd, mariadb-install-db) and rerun" >&2; exit 1; fi; }
 
 lint: venv
-	$(VENV)/bin/ruff check cdc tests bench
-	$(VENV)/bin/ruff format --check cdc tests bench
+	$(VENV)/bin/ruff check cdc tests bench examples
+	$(VENV)/bin/ruff format --check cdc tests bench examples
 
 test: venv mariadb lint
 	$(PY) -m pytest -q

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -137,3 +141,30 @@ def test_json_logs_have_lifecycle_events_and_no_secrets(site: Site) -> None:
         assert expected in events, (expected, events)
     assert all({"ts", "level", "logger", "msg"} <= set(x) for x in lines)
     assert MYSQL_PASSWORD not in s.output()
+
+
+def test_consumer_example_builds_post_state_and_skips_duplicates(site: Site, tmp_path: Path) -> None:
+
+    site.set_checkpoint()
+    s = site.streamer()
+    a = site.insert_post("alpha", status="publish")
+    b = site.insert_post("beta")
+    site.sql(f"INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES ({a}, 'tags', 'a:1:{{i:0;s:1:\"x\";}}')")
+    site.consume(expect=4)
+    s.stop(signal.SIGKILL)  # then replay the whole range: every event arrives twice
+    site.sql(f"UPDATE wp_posts SET post_title = 'beta 2', post_status = 'publish' WHERE ID = {b}")
+    assert site.cli("replay", "--from", site.start, "--sink", "kafka").returncode == 0
+    site.consume(expect=10)
+    db = tmp_path / "state.sqlite"
+    example = Path(__file__).resolve().parents[2] / "examples" / "consumer_state.py"
+    out = subprocess.run(
+        [sys.executable, str(example), "--bootstrap", site.stack.broker.bootstrap, "--topic", site.topic,
+         "--db", str(db), "--idle-exit", "2"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "applied 6 events, skipped 4 duplicates" in out.stdout
+    rows = sqlite3.connect(db).execute("SELECT post_id, status, title, meta FROM posts ORDER BY post_id").fetchall()
+    assert rows[0][:3] == (a, "publish", "alpha")
+    assert list(json.loads(rows[0][3]).values()) == [{"key": "tags", "value": ["x"]}]
+    assert rows[1][:3] == (b, "publish", "beta 2")
