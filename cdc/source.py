@@ -25,6 +25,7 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
+from cdc import tablemap_memo
 from cdc.changes import Idle, RowChange, SourceItem, TransactionEnd
 from cdc.config import Config
 from cdc.errors import PositionGoneError, SourceError
@@ -44,6 +45,9 @@ class _LibraryReconnected(Exception):
     pass
 
 
+tablemap_memo.install()
+
+
 class _OneShotConnector:
     """Gives the library its connections, but only once for the dump stream.
 
@@ -53,8 +57,9 @@ class _OneShotConnector:
     pipeline restarts from its own last transaction boundary instead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, memoize_table_maps: bool) -> None:
         self.stream_connections = 0
+        self.memoize_table_maps = memoize_table_maps
 
     def __call__(self, **settings: Any) -> pymysql.connections.Connection:
         is_ctl = "cursorclass" in settings  # the library's control connection sets a DictCursor
@@ -62,7 +67,10 @@ class _OneShotConnector:
             self.stream_connections += 1
             if self.stream_connections > 1:
                 raise _LibraryReconnected()
-        return pymysql.connect(**settings)
+        conn = pymysql.connect(**settings)
+        if is_ctl and self.memoize_table_maps:
+            tablemap_memo.enable(conn)  # every event sees the control connection: the memo rides on it
+        return conn
 
 
 def connection_settings(config: Config) -> dict[str, Any]:
@@ -119,6 +127,7 @@ class BinlogSource:
                 UpdateRowsEvent,
                 DeleteRowsEvent,
                 TableMapEvent,
+                tablemap_memo.MemoTableMapEvent,  # the library only keeps table maps of listed classes
                 XidEvent,
                 QueryEvent,
                 GtidEvent,
@@ -129,7 +138,7 @@ class BinlogSource:
             ],
             filter_non_implemented_events=False,
             slave_heartbeat=cfg.mysql.heartbeat_seconds if self._blocking else None,
-            pymysql_wrapper=_OneShotConnector(),
+            pymysql_wrapper=_OneShotConnector(cfg.source.table_map_cache),
             enable_logging=False,
         )
 
