@@ -193,7 +193,7 @@ def check(config_path: Path, offline: bool) -> None:
     from cdc.errors import PreflightError, WpcdcError
     from cdc.preflight import Finding, check_server, failures
     from cdc.server import Server
-    from cdc.sink import KafkaSink
+    from cdc.sink import KafkaProducerSink
 
     findings: list[Finding] = [Finding(True, "configuration", str(config_path))]
     with Server(config) as server:
@@ -210,7 +210,7 @@ def check(config_path: Path, offline: bool) -> None:
                 findings.append(Finding(False, "checkpoint", exc.problem, exc.fix))
         findings.append(Finding(True, "binlog files", f"{len(logs)}, oldest {logs[0] if logs else '-'}"))
     try:
-        KafkaSink(config.kafka).close()
+        KafkaProducerSink(config.kafka).close()
         findings.append(Finding(True, "kafka", f"topics {config.kafka.topic}, {config.kafka.dead_letter_topic}"))
     except WpcdcError as exc:
         findings.append(Finding(False, "kafka", exc.problem, exc.fix))

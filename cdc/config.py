@@ -79,6 +79,9 @@ class KafkaConfig(_Strict):
     request_timeout_ms: int = Field(30_000, ge=100)
     # How long to wait for acknowledgements at a checkpoint before restarting from the last checkpoint.
     flush_timeout_seconds: float = Field(60.0, gt=0)
+    # Run the producer in a child process so it does not share the GIL with binlog decoding
+    # (about 2x end-to-end throughput on 2 cores). false: produce in the streamer's own process.
+    producer_process: bool = True
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -126,9 +129,9 @@ class SourceConfig(_Strict):
     start_at: Literal["end", "beginning"] = "end"
     reconnect_backoff_initial_seconds: float = Field(0.5, gt=0)
     reconnect_backoff_max_seconds: float = Field(30.0, gt=0)
-    # Parse each distinct TABLE_MAP event once instead of before every rows event (~2x faster decoding,
-    # identical output). Off only to rule it out when debugging.
-    table_map_cache: bool = True
+    # Memoized TABLE_MAP parsing and a direct row decoder for common column types: several times
+    # faster decoding with identical output. Off (the library's own code) only to rule it out.
+    fast_decoding: bool = True
 
 
 class FilterConfig(_Strict):

@@ -21,14 +21,17 @@ from cdc.position import BinlogPosition
 from cdc.preflight import check_server, failures
 from cdc.progress import RangeProgress
 from cdc.server import Server
-from cdc.sink import KafkaSink, Sink, StdoutSink
+from cdc.sink import KafkaProducerSink, Sink, StdoutSink
+from cdc.sink_process import ProcessSink
 from cdc.state import LookupUnavailable, WordPressState
 
 log = logging.getLogger(__name__)
 
 
 def make_sink(config: Config, kind: str) -> Sink:
-    return StdoutSink() if kind == "stdout" else KafkaSink(config.kafka)
+    if kind == "stdout":
+        return StdoutSink()
+    return ProcessSink(config.kafka) if config.kafka.producer_process else KafkaProducerSink(config.kafka)
 
 
 def _preflight(config: Config, server: Server) -> None:

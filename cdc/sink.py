@@ -65,9 +65,46 @@ class StdoutSink:
             pass
 
 
-class KafkaSink:
+Message = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
+
+
+class KafkaMessages:
+    """Turns events into Kafka messages: the value, the per-post key, the headers, and the
+    dead-letter record for an event larger than kafka.max_request_size (never dropped)."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self._topic = config.topic
+        self._dead_letter_topic = config.dead_letter_topic
+        self._limit = config.max_request_size
+
+    def event(self, event: dict[str, Any]) -> Message:
+        value = encode(event)
+        if len(value) > self._limit:
+            return self.dead_letter(_too_large(event, len(value), self._limit))
+        return (self._topic, event_key(event), value, _headers(event))
+
+    def dead_letter(self, record: dict[str, Any]) -> Message:
+        value = encode(record)
+        if len(value) > self._limit:
+            error = record["error"] + " (row images omitted: too large)"
+            value = encode({**record, "before": None, "after": None, "error": error})
+        return (self._dead_letter_topic, event_key(record), value, _headers(record))
+
+
+def _headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
+    return [
+        ("event_type", event["event_type"].encode()),
+        ("event_id", event["event_id"].encode()),
+        ("schema_version", str(event["schema_version"]).encode()),
+    ]
+
+
+class KafkaProducerSink:
+    """kafka-python in this process: acks=all, idempotent, batched; `flush()` waits for acks."""
+
     def __init__(self, config: KafkaConfig) -> None:
         self._config = config
+        self._messages = KafkaMessages(config)
         self._error: BaseException | None = None
         try:
             self._producer = KafkaProducer(
@@ -111,14 +148,10 @@ class KafkaSink:
         if self._error is None:
             self._error = exc
 
-    def _send(self, topic: str, event: dict[str, Any], value: bytes) -> None:
-        headers = [
-            ("event_type", event["event_type"].encode()),
-            ("event_id", event["event_id"].encode()),
-            ("schema_version", str(event["schema_version"]).encode()),
-        ]
+    def produce(self, message: Message) -> None:
+        topic, key, value, headers = message
         try:
-            future = self._producer.send(topic, key=event_key(event), value=value, headers=headers)
+            future = self._producer.send(topic, key=key, value=value, headers=headers)
         except KafkaTimeoutError as exc:
             raise SinkError(f"Kafka did not accept a message within kafka.max_block_ms: {exc}") from None
         except KafkaError as exc:
@@ -126,24 +159,10 @@ class KafkaSink:
         future.add_errback(self._failed)
 
     def send(self, event: dict[str, Any]) -> None:
-        value = encode(event)
-        if len(value) > self._config.max_request_size:
-            # Never dropped: the consumer learns which change it could not get, and where to find it.
-            self.send_dead_letter(_too_large(event, len(value), self._config.max_request_size))
-            return
-        self._send(self._config.topic, event, value)
+        self.produce(self._messages.event(event))
 
     def send_dead_letter(self, record: dict[str, Any]) -> None:
-        value = encode(record)
-        if len(value) > self._config.max_request_size:
-            record = {
-                **record,
-                "before": None,
-                "after": None,
-                "error": record["error"] + " (row images omitted: too large)",
-            }
-            value = encode(record)
-        self._send(self._config.dead_letter_topic, record, value)
+        self.produce(self._messages.dead_letter(record))
 
     def flush(self) -> None:
         try:

@@ -23,9 +23,15 @@ from pymysqlreplication.event import (
     RotateEvent,
     XidEvent,
 )
-from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
+from pymysqlreplication.row_event import (
+    DeleteRowsEvent,
+    PartialUpdateRowsEvent,
+    TableMapEvent,
+    UpdateRowsEvent,
+    WriteRowsEvent,
+)
 
-from cdc import tablemap_memo
+from cdc import fast_decoding
 from cdc.changes import Idle, RowChange, SourceItem, TransactionEnd
 from cdc.config import Config
 from cdc.errors import PositionGoneError, SourceError
@@ -45,7 +51,7 @@ class _LibraryReconnected(Exception):
     pass
 
 
-tablemap_memo.install()
+fast_decoding.install()
 
 
 class _OneShotConnector:
@@ -57,9 +63,9 @@ class _OneShotConnector:
     pipeline restarts from its own last transaction boundary instead.
     """
 
-    def __init__(self, memoize_table_maps: bool) -> None:
+    def __init__(self, speedups: bool) -> None:
         self.stream_connections = 0
-        self.memoize_table_maps = memoize_table_maps
+        self.speedups = speedups
 
     def __call__(self, **settings: Any) -> pymysql.connections.Connection:
         is_ctl = "cursorclass" in settings  # the library's control connection sets a DictCursor
@@ -68,8 +74,8 @@ class _OneShotConnector:
             if self.stream_connections > 1:
                 raise _LibraryReconnected()
         conn = pymysql.connect(**settings)
-        if is_ctl and self.memoize_table_maps:
-            tablemap_memo.enable(conn)  # every event sees the control connection: the memo rides on it
+        if is_ctl and self.speedups:
+            fast_decoding.enable(conn)  # every event is handed the control connection: the switch rides on it
         return conn
 
 
@@ -127,7 +133,9 @@ class BinlogSource:
                 UpdateRowsEvent,
                 DeleteRowsEvent,
                 TableMapEvent,
-                tablemap_memo.MemoTableMapEvent,  # the library only keeps table maps of listed classes
+                PartialUpdateRowsEvent,
+                # The library drops events whose class is not listed, the table maps included.
+                *fast_decoding.EVENT_CLASSES,
                 XidEvent,
                 QueryEvent,
                 GtidEvent,
@@ -138,7 +146,7 @@ class BinlogSource:
             ],
             filter_non_implemented_events=False,
             slave_heartbeat=cfg.mysql.heartbeat_seconds if self._blocking else None,
-            pymysql_wrapper=_OneShotConnector(cfg.source.table_map_cache),
+            pymysql_wrapper=_OneShotConnector(cfg.source.fast_decoding),
             enable_logging=False,
         )
 
@@ -241,6 +249,12 @@ class BinlogSource:
                         fatal=True,
                     )
                 continue
+            if isinstance(ev, PartialUpdateRowsEvent):
+                raise SourceError(
+                    f"partial JSON update at {file}:{ev.packet.log_pos - ev.event_size} has no full after image",
+                    "SET GLOBAL binlog_row_value_options='' (MySQL) and restart wpcdc from a checkpoint after it",
+                    fatal=True,
+                )
             # A rows event.
             if in_txn is None:
                 self._mid_transaction()
