@@ -1,6 +1,10 @@
 """Benchmark: a WordPress-shaped binlog, decoded raw by python-mysql-replication and streamed end to
 end by wpcdc (binlog -> events -> Kafka, acknowledged). Prints figures; asserts nothing.
 
+Prints: the library's raw decode rate, wpcdc's end-to-end rate for replay and live `run` and their
+ratio to the raw rate, peak RSS of the whole streamer (both processes), the same on a binlog 4x as
+long, and commit-to-broker latency of isolated changes under light load.
+
     make bench                       # or: .venv/bin/python bench/bench.py --posts 4000
 """
 
@@ -10,14 +14,17 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import yaml
+from kafka import KafkaConsumer, TopicPartition
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
@@ -37,18 +44,19 @@ def content(rng: random.Random, size: int = 2048) -> str:
     return "<p>" + " ".join(out) + "</p>"
 
 
-def generate(db: MariaDB, posts: int, seed: int = 7) -> int:
+def generate(db: MariaDB, posts: int, seed: int = 7, terms: bool = True) -> int:
     """Writes the mix and returns the number of row changes in the captured tables."""
     rng = random.Random(seed)
     conn = db.root(DB)
     cur = conn.cursor()
     rows = 0
-    cur.execute("INSERT INTO wp_terms (name, slug) VALUES ('News', 'news'), ('Tech', 'tech'), ('Café', 'cafe')")
-    cur.execute(
-        "INSERT INTO wp_term_taxonomy (term_id, taxonomy, description) VALUES (1, 'category', ''), "
-        "(2, 'category', ''), (3, 'post_tag', '')"
-    )
-    rows += 6
+    if terms:
+        cur.execute("INSERT INTO wp_terms (name, slug) VALUES ('News', 'news'), ('Tech', 'tech'), ('Café', 'cafe')")
+        cur.execute(
+            "INSERT INTO wp_term_taxonomy (term_id, taxonomy, description) VALUES (1, 'category', ''), "
+            "(2, 'category', ''), (3, 'post_tag', '')"
+        )
+        rows += 6
     post_sql = (
         "INSERT INTO wp_posts (post_author, post_date, post_date_gmt, post_content, post_title, post_excerpt,"
         " post_status, post_name, to_ping, pinged, post_modified, post_modified_gmt, post_content_filtered, guid)"
@@ -118,26 +126,163 @@ def raw_decode(db: MariaDB, start: str, end: str) -> tuple[int, float]:
     return n, elapsed
 
 
-def streamer(config: Path, start: str, end: str) -> tuple[dict[str, object], float, float]:
-    began = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "cdc.cli", "replay", "--config", str(config), "--from", start, "--to", end,
-         "--sink", "kafka"],
-        capture_output=True, text=True, env={**os.environ, "WPCDC_MYSQL_PASSWORD": MYSQL_PASSWORD},
+class TreeRss:
+    """Peak of the summed RSS of a process and its descendants (the streamer is two processes)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _tree(pid: int) -> list[int]:
+        out = [pid]
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                    for child in fh.read().split():
+                        out += TreeRss._tree(int(child))
+        except OSError:
+            pass
+        return out
+
+    @staticmethod
+    def _rss(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak_kib = max(self.peak_kib, sum(self._rss(p) for p in self._tree(self.pid)))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kib / 1024
+
+
+def wpcdc(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cdc.cli", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "WPCDC_MYSQL_PASSWORD": MYSQL_PASSWORD},
     )  # fmt: skip
-    wall = time.perf_counter() - began
+
+
+def replay(config: Path, start: str, end: str) -> tuple[dict[str, object], float]:
+    proc = wpcdc("replay", "--config", str(config), "--from", start, "--to", end, "--sink", "kafka")
+    rss = TreeRss(proc.pid)
+    _, err = proc.communicate()
+    peak = rss.stop()
     if proc.returncode != 0:
-        raise SystemExit(f"streamer failed ({proc.returncode}):\n{proc.stderr}")
-    line = next(x for x in proc.stderr.splitlines() if x.startswith("replay summary: "))
-    summary = json.loads(line.removeprefix("replay summary: "))
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return summary, wall, peak_mib
+        raise SystemExit(f"streamer failed ({proc.returncode}):\n{err}")
+    line = next(x for x in err.splitlines() if x.startswith("replay summary: "))
+    return json.loads(line.removeprefix("replay summary: ")), peak
+
+
+def live(config: Path, bootstrap: str, start: str, rows: int, events: int) -> tuple[float, float]:
+    """`wpcdc run` from `start`: rows/s from the reader connecting to the last event being readable
+    on the broker (the checkpoint lags by up to a heartbeat, so it is not the finish line)."""
+    subprocess.run(
+        [sys.executable, "-m", "cdc.cli", "checkpoint", "set", start, "--config", str(config)],
+        check=True, capture_output=True, env={**os.environ, "WPCDC_MYSQL_PASSWORD": MYSQL_PASSWORD},
+    )  # fmt: skip
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+    parts = [TopicPartition("bench.posts", p) for p in sorted(consumer.partitions_for_topic("bench.posts") or [])]
+    consumer.assign(parts)
+    consumer.seek_to_end(*parts)
+    for p in parts:
+        consumer.position(p)  # resolve the end offsets now, before anything new is written
+    proc = wpcdc("run", "--config", str(config))
+    rss = TreeRss(proc.pid)
+    connected: list[float] = []
+
+    def watch() -> None:  # the clock starts where replay's does: when the reader connects
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "connected to the binlog" in line and not connected:
+                connected.append(time.perf_counter())
+
+    threading.Thread(target=watch, daemon=True).start()
+    seen = 0
+    deadline = time.monotonic() + 300
+    while seen < events and time.monotonic() < deadline:
+        seen += sum(len(msgs) for msgs in consumer.poll(timeout_ms=20).values())
+    done = time.perf_counter()
+    consumer.close()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    if seen < events:
+        raise SystemExit(f"live run delivered {seen} of {events} events")
+    return rows / max(done - connected[0], 1e-6), rss.stop()
+
+
+def latency(db: MariaDB, config: Path, bootstrap: str, n: int = 200) -> list[float]:
+    """Isolated changes (one every 50 ms) while `wpcdc run` is caught up: ms from COMMIT returning
+    to the event being readable from the broker."""
+    subprocess.run(
+        [sys.executable, "-m", "cdc.cli", "checkpoint", "reset", "--config", str(config)], check=True,
+        capture_output=True,
+    )  # fmt: skip
+    proc = wpcdc("run", "--config", str(config))
+    # A broker holds a fetch up to fetch_max_wait_ms when it has nothing: keep that out of the figure.
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+    parts = [TopicPartition("bench.posts", p) for p in sorted(consumer.partitions_for_topic("bench.posts") or [])]
+    consumer.assign(parts)
+    consumer.seek_to_end(*parts)
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            for msgs in consumer.poll(timeout_ms=50).values():
+                now = time.perf_counter()
+                for m in msgs:
+                    e = json.loads(m.value)
+                    title = e.get("data", {}).get("post", {}).get("post_title", "")
+                    if e["event_type"] == "post_created" and title.startswith("latency-"):
+                        got.setdefault(title, now)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    conn = db.root(DB)
+    cur = conn.cursor()
+    time.sleep(3)  # streamer connected and caught up
+    for i in range(n):
+        title = f"latency-{i}"
+        cur.execute(
+            "INSERT INTO wp_posts (post_title, post_content, post_excerpt, to_ping, pinged, post_content_filtered)"
+            " VALUES (%s, '', '', '', '', '')",
+            (title,),
+        )
+        sent[title] = time.perf_counter()
+        time.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while len(got) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    reader.join()
+    consumer.close()
+    conn.close()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    return sorted((got[t] - sent[t]) * 1000 for t in sent if t in got)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--posts", type=int, default=3000, help="posts to generate (7+ row changes each)")
+    ap.add_argument("--posts", type=int, default=2000, help="posts in the 1x binlog (8 row changes each)")
     ap.add_argument("--dir", type=Path, default=Path("var/bench"))
+    ap.add_argument("--settle", type=float, default=10.0, help="seconds to let MariaDB go idle after writing")
     args = ap.parse_args()
 
     shutil.rmtree(args.dir, ignore_errors=True)
@@ -148,17 +293,6 @@ def main() -> None:
         create_wordpress_tables(conn, DB)
         conn.close()
         create_topics(broker.bootstrap, ["bench.posts", "bench.dead-letter"], partitions=6)
-        start = position(db)
-        t = time.perf_counter()
-        written = generate(db, args.posts)
-        gen = time.perf_counter() - t
-        end = position(db)
-        print(f"generated {written} row changes ({args.posts} posts) in {gen:.1f}s, binlog {start} .. {end}")
-
-        decoded, raw_s = raw_decode(db, start, end)
-        raw_rate = decoded / raw_s
-        print(f"raw python-mysql-replication decode: {decoded} rows in {raw_s:.2f}s = {raw_rate:,.0f} rows/s")
-
         config = args.dir / "config.yaml"
         config.write_text(
             yaml.safe_dump(
@@ -170,22 +304,53 @@ def main() -> None:
                         "topic": "bench.posts",
                         "dead_letter_topic": "bench.dead-letter",
                     },
-                    "checkpoint": {"path": str(args.dir / "checkpoint.json")},
+                    "checkpoint": {"path": str((args.dir / "checkpoint.json").resolve())},
                 }
             )
         )
-        summary, wall, peak = streamer(config, start, end)
-        pipeline_s = float(summary["seconds"])  # type: ignore[arg-type]
-        e2e_rate = decoded / pipeline_s
-        events = summary["events"]
+        print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, MariaDB on :{db.port}, Tansu")
+        start = position(db)
+        t = time.perf_counter()
+        rows_1x = generate(db, args.posts, seed=7)
+        end_1x = position(db)
+        print(f"generated 1x: {rows_1x} row changes ({args.posts} posts) in {time.perf_counter() - t:.1f}s")
+        time.sleep(args.settle)  # let InnoDB's purge threads finish: they share the 2 cores
+
+        decoded, raw_s = raw_decode(db, start, end_1x)
+        raw_rate = decoded / raw_s
+        print(f"python-mysql-replication as shipped, decode only: {raw_rate:8,.0f} rows/s ({decoded} rows)")
+
+        runs = [replay(config, start, end_1x) for _ in range(3)]
+        summary, peak_1x = runs[0][0], max(r[1] for r in runs)
+        rate_1x = statistics.median(decoded / float(r[0]["seconds"]) for r in runs)  # type: ignore[arg-type]
         print(
-            f"wpcdc end to end (binlog -> events -> Kafka acked): {decoded} row changes, {events} events "
-            f"in {pipeline_s:.2f}s = {e2e_rate:,.0f} row changes/s ({wall:.2f}s wall incl. start-up)"
+            f"wpcdc replay, binlog -> events -> Kafka acked:  {rate_1x:8,.0f} rows/s (median of 3) "
+            f"({summary['events']} events)  ratio to raw decode {rate_1x / raw_rate:.2f}  peak RSS {peak_1x:.0f} MiB"
         )
-        print(f"ratio end-to-end / raw decode: {e2e_rate / raw_rate:.2f}")
-        print(f"streamer peak RSS: {peak:.0f} MiB")
-        print(f"filtered: {summary['filtered']}; dead letters: {summary['dead_letters']}")
-        print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+        live_rate, live_peak = live(config, broker.bootstrap, start, decoded, int(summary["events"]))  # type: ignore[arg-type]
+        print(f"wpcdc run (live), same range:                 {live_rate:8,.0f} rows/s  peak RSS {live_peak:.0f} MiB")
+
+        t = time.perf_counter()
+        rows_more = generate(db, args.posts * 3, seed=8, terms=False)
+        end_4x = position(db)
+        print(f"generated 3x more: {rows_more} row changes in {time.perf_counter() - t:.1f}s")
+        time.sleep(args.settle)
+        summary4, peak_4x = replay(config, start, end_4x)
+        rows_4x = rows_1x + rows_more
+        rate_4x = rows_4x / float(summary4["seconds"])  # type: ignore[arg-type]
+        rate_change, rss_change = 100 * (rate_4x / rate_1x - 1), 100 * (peak_4x / peak_1x - 1)
+        print(
+            f"scale: 1x {rate_1x:,.0f} rows/s, {peak_1x:.0f} MiB; 4x ({rows_4x} rows) {rate_4x:,.0f} rows/s, "
+            f"{peak_4x:.0f} MiB  (rate {rate_change:+.0f} %, RSS {rss_change:+.0f} %)"
+        )
+
+        lat = latency(db, config, broker.bootstrap)
+        if lat:
+            p50, p99 = statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+            print(f"light-load latency, commit -> readable on the broker: p50 {p50:.0f} ms, p99 {p99:.0f} ms "
+                  f"({len(lat)} isolated inserts)")  # fmt: skip
+        else:
+            print("light-load latency: no events arrived")
     finally:
         broker.stop()
         db.stop()

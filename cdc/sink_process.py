@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -21,6 +23,9 @@ from cdc.sink import KafkaMessages, KafkaProducerSink, Message
 log = logging.getLogger(__name__)
 
 _BATCH = 500  # messages per pipe write: amortises pickling and syscalls, bounds memory
+# A partial batch waits at most this long: under light load an event must not sit in the parent
+# until the next checkpoint (the reader may be blocked waiting for the next binlog event).
+_MAX_BATCH_DELAY = 0.002
 
 
 def _child(conn: Connection, config: KafkaConfig) -> None:
@@ -66,6 +71,11 @@ class ProcessSink:
     def __init__(self, config: KafkaConfig, start_timeout: float = 60.0) -> None:
         self._messages = KafkaMessages(config)
         self._batch: list[Message] = []
+        self._lock = threading.Lock()  # serialises the batch and every write to the pipe
+        self._pending = threading.Event()
+        self._closing = False
+        self._ship_error: SinkError | None = None
+        self._last_add = 0.0
         self._flush_timeout = config.flush_timeout_seconds + 10
         ctx = multiprocessing.get_context("spawn")
         self._conn, child_conn = ctx.Pipe()
@@ -76,6 +86,28 @@ class ProcessSink:
         if reply[0] != "ready":
             self._proc.join(5)
             raise SinkError(reply[1], reply[2])
+        self._shipper = threading.Thread(target=self._ship_partial_batches, name="wpcdc-shipper", daemon=True)
+        self._shipper.start()
+
+    def _ship_partial_batches(self) -> None:
+        """Ships a partial batch once the reader has added nothing for _MAX_BATCH_DELAY. Under load
+        the reader ships full batches itself and this thread only naps."""
+        while True:
+            self._pending.wait()
+            self._pending.clear()
+            while not self._closing:
+                time.sleep(_MAX_BATCH_DELAY)
+                with self._lock:
+                    if not self._batch:
+                        break
+                    if time.monotonic() - self._last_add >= _MAX_BATCH_DELAY and self._ship_error is None:
+                        try:
+                            self._ship()
+                        except SinkError as exc:
+                            self._ship_error = exc
+                        break
+            if self._closing:
+                return
 
     def _reply(self, timeout: float, what: str) -> tuple[Any, ...]:
         try:
@@ -88,29 +120,41 @@ class ProcessSink:
             raise SinkError(f"the producer process exited (code {code}) before it could {what}") from None
 
     def _ship(self) -> None:
+        """Caller holds the lock."""
         batch, self._batch = self._batch, []
         try:
             self._conn.send(("batch", batch))
         except (BrokenPipeError, OSError):
             raise SinkError(f"the producer process exited (code {self._proc.exitcode})") from None
 
+    def _add(self, message: Message) -> None:
+        with self._lock:
+            if self._ship_error is not None:
+                raise self._ship_error
+            self._batch.append(message)
+            self._last_add = time.monotonic()
+            if len(self._batch) >= _BATCH:
+                self._ship()
+            elif len(self._batch) == 1:
+                self._pending.set()
+
     def send(self, event: dict[str, Any]) -> None:
-        self._batch.append(self._messages.event(event))
-        if len(self._batch) >= _BATCH:
-            self._ship()
+        self._add(self._messages.event(event))
 
     def send_dead_letter(self, record: dict[str, Any]) -> None:
-        self._batch.append(self._messages.dead_letter(record))
-        if len(self._batch) >= _BATCH:
-            self._ship()
+        self._add(self._messages.dead_letter(record))
 
     def flush(self) -> None:
-        if self._batch:
-            self._ship()
-        try:
-            self._conn.send(("flush", None))
-        except (BrokenPipeError, OSError):
-            raise SinkError(f"the producer process exited (code {self._proc.exitcode})") from None
+        with self._lock:
+            if self._ship_error is not None:
+                error, self._ship_error = self._ship_error, None
+                raise error
+            if self._batch:
+                self._ship()
+            try:
+                self._conn.send(("flush", None))
+            except (BrokenPipeError, OSError):
+                raise SinkError(f"the producer process exited (code {self._proc.exitcode})") from None
         reply = self._reply(self._flush_timeout, "confirm delivery")
         if reply[0] != "ok":
             raise SinkError(reply[1], reply[2])
@@ -121,10 +165,13 @@ class ProcessSink:
         self._proc.join(5)
 
     def close(self) -> None:
-        try:
-            self._conn.send(("close", None))
-        except (BrokenPipeError, OSError):
-            pass
+        self._closing = True
+        self._pending.set()
+        with self._lock:
+            try:
+                self._conn.send(("close", None))
+            except (BrokenPipeError, OSError):
+                pass
         self._proc.join(10)
         self._kill()
         self._conn.close()

@@ -85,7 +85,7 @@ def connection_settings(config: Config) -> dict[str, Any]:
         "host": m.host,
         "port": m.port,
         "user": m.user,
-        "passwd": m.resolved_password(),
+        "password": m.resolved_password(),
         "connect_timeout": m.connect_timeout_seconds,
         "read_timeout": m.read_timeout_seconds,
         "charset": "utf8mb4",

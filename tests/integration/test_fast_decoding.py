@@ -1,0 +1,90 @@
+"""The fast decoding paths must produce exactly what python-mysql-replication produces."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+import pytest
+
+from cdc import fast_decoding
+from cdc.changes import RowChange
+from cdc.config import parse_config
+from cdc.devstack import MYSQL_PASSWORD
+from cdc.position import BinlogPosition
+from cdc.source import BinlogSource
+from tests.integration.conftest import Site
+
+pytestmark = pytest.mark.integration
+
+
+def decode(site: Site, fast: bool) -> list[tuple[Any, ...]]:
+    cfg = dict(site.config)
+    cfg["source"] = {**cfg.get("source", {}), "fast_decoding": fast}
+    os.environ["WPCDC_MYSQL_PASSWORD"] = MYSQL_PASSWORD
+    file, pos = site.start.split(":")
+    source = BinlogSource(parse_config(cfg), BinlogPosition(file, int(pos)), blocking=False)
+    return [
+        (c.op, c.table, c.before, c.after, c.file, c.pos, c.row) for c in source.items() if isinstance(c, RowChange)
+    ]
+
+
+def test_fast_decoding_is_identical_to_the_library(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Columns plugins add to wp_posts, of every type the fast path handles...
+    site.sql(
+        "ALTER TABLE wp_posts ADD COLUMN t_tiny TINYINT NULL, ADD COLUMN t_utiny TINYINT UNSIGNED NULL,"
+        " ADD COLUMN t_small SMALLINT NULL, ADD COLUMN t_med MEDIUMINT NULL, ADD COLUMN t_umed MEDIUMINT UNSIGNED NULL,"
+        " ADD COLUMN t_int INT NULL, ADD COLUMN t_ubig BIGINT UNSIGNED NULL, ADD COLUMN t_big BIGINT NULL,"
+        " ADD COLUMN t_float FLOAT NULL, ADD COLUMN t_double DOUBLE NULL, ADD COLUMN t_char CHAR(10) NULL,"
+        " ADD COLUMN t_bin VARBINARY(20) NULL, ADD COLUMN t_blob BLOB NULL, ADD COLUMN t_dt6 DATETIME(6) NULL,"
+        " ADD COLUMN t_dt3 DATETIME(3) NULL, ADD COLUMN t_ts TIMESTAMP(3) NULL, ADD COLUMN t_date DATE NULL,"
+        " ADD COLUMN t_year YEAR NULL, ADD COLUMN t_latin VARCHAR(300) CHARACTER SET latin1 NULL"
+    )
+    # ... and one the fast path leaves to the library (the whole table then takes the library's path).
+    site.sql("ALTER TABLE wp_postmeta ADD COLUMN price DECIMAL(10,2) NULL, ADD COLUMN doc JSON NULL")
+    site.start = site.position()
+    pid = site.insert_post(
+        "Grüße 😀 " + "x" * 300, post_date="0000-00-00 00:00:00", t_tiny=-128, t_utiny=255, t_small=-32768,
+        t_med=-8388608, t_umed=16777215, t_int=-2147483648, t_ubig=2**64 - 1, t_big=-(2**63), t_float=1.5,
+        t_double=-2.25e300, t_char="abc", t_bin=b"\x00\xff\x10", t_blob=b"\x01\x02" * 200,
+        t_dt6="2026-11-22 10:11:12.123456", t_dt3="1999-12-31 23:59:59.5", t_ts="2026-01-02 03:04:05.678",
+        t_date="2026-02-28", t_year=2026, t_latin="café" * 70,
+    )  # fmt: skip
+    site.insert_post("nulls")  # the added columns are NULL
+    site.sql(
+        f"UPDATE wp_posts SET t_dt6 = '0000-00-00 00:00:00', t_date = '0000-00-00', post_title = '' WHERE ID = {pid}",
+        "INSERT INTO wp_postmeta (post_id, meta_key, meta_value, price, doc)"
+        f" VALUES ({pid}, 'k', 'v', 12.34, '{{\"a\": [1]}}')",
+        "UPDATE wp_posts SET menu_order = menu_order + 1",  # one multi-row event
+        f"DELETE FROM wp_posts WHERE ID = {pid}",
+    )
+
+    compiled: list[Any] = []
+    real_compile = fast_decoding._compile
+
+    def spy(table: Any) -> Any:
+        plan = real_compile(table)
+        compiled.append((table.table, plan is not None))
+        return plan
+
+    monkeypatch.setattr(fast_decoding, "_compile", spy)
+    fast = decode(site, fast=True)
+    library = decode(site, fast=False)
+
+    assert ("wp_posts", True) in compiled, "the fast path was not used for wp_posts"
+    assert ("wp_postmeta", False) in compiled, "DECIMAL/JSON must fall back to the library"
+    assert len(fast) == 7  # 2 inserts, 1 update, 1 meta insert, a 2-row update, 1 delete
+    assert fast == library
+    for a, b in zip(fast, library, strict=True):  # equal values of equal types (1 == 1.0 == True in Python)
+        for image_a, image_b in ((a[2], b[2]), (a[3], b[3])):
+            assert [type(v) for v in (image_a or {}).values()] == [type(v) for v in (image_b or {}).values()]
+
+    after = fast[0][3]
+    assert after["t_ubig"] == 2**64 - 1 and after["t_big"] == -(2**63) and after["t_med"] == -8388608
+    assert after["post_title"].startswith("Grüße 😀") and after["post_date"] is None
+    assert after["t_dt6"] == dt.datetime(2026, 11, 22, 10, 11, 12, 123456)
+    assert after["t_dt3"] == dt.datetime(1999, 12, 31, 23, 59, 59, 500000)
+    assert after["t_date"] == dt.date(2026, 2, 28) and after["t_year"] == 2026
+    assert after["t_bin"] == b"\x00\xff\x10" and after["t_latin"] == "café" * 70
+    assert fast[1][3]["t_ubig"] is None
