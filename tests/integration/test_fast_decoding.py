@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ pytestmark = pytest.mark.integration
 def decode(site: Site, fast: bool) -> list[tuple[Any, ...]]:
     cfg = dict(site.config)
     cfg["source"] = {**cfg.get("source", {}), "fast_decoding": fast}
-    os.environ["WPCDC_MYSQL_PASSWORD"] = MYSQL_PASSWORD
     file, pos = site.start.split(":")
     source = BinlogSource(parse_config(cfg), BinlogPosition(file, int(pos)), blocking=False)
     return [
@@ -69,6 +67,7 @@ def test_fast_decoding_is_identical_to_the_library(site: Site, monkeypatch: pyte
         return plan
 
     monkeypatch.setattr(fast_decoding, "_compile", spy)
+    monkeypatch.setenv("WPCDC_MYSQL_PASSWORD", MYSQL_PASSWORD)
     fast = decode(site, fast=True)
     library = decode(site, fast=False)
 

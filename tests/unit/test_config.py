@@ -38,6 +38,7 @@ def test_bad_prefix_is_rejected() -> None:
 
 
 def test_password_from_env_wins_and_is_not_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_MYSQL_PASSWORD, raising=False)
     cfg = parse_config({"mysql": {"password": "from-file"}})
     assert "from-file" not in repr(cfg) and "from-file" not in str(cfg.model_dump())
     assert cfg.mysql.resolved_password() == "from-file"
