@@ -39,4 +39,20 @@ class Idle:
     timestamp: int
 
 
-SourceItem = RowChange | TransactionEnd | Idle
+@dataclass(slots=True)
+class UndecodableRows:
+    """A rows event of a captured table whose row images the decoder could not read. It goes to the
+    dead-letter path with its raw bytes instead of stopping the stream at the same place forever."""
+
+    op: str
+    table: str
+    wp: WordPressTable
+    file: str
+    pos: int
+    timestamp: int
+    gtid: str | None
+    error: str
+    raw_event: bytes
+
+
+SourceItem = RowChange | TransactionEnd | Idle | UndecodableRows

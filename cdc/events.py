@@ -224,6 +224,7 @@ class DeadLetter(_Model):
     op: Literal["insert", "update", "delete"]
     before: dict[str, Any] | None = Field(description="raw row image, values rendered as JSON-safe text")
     after: dict[str, Any] | None
+    raw_event: str | None = Field(None, description="base64 of the binlog event, when its rows could not be decoded")
 
 
 EVENT_MODELS: dict[str, type[BaseModel]] = {

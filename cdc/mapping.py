@@ -7,6 +7,7 @@ filter reason (a documented rule dropped it), or a dead-letter record (it could 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from cdc import events as ev
-from cdc.changes import RowChange
+from cdc.changes import RowChange, UndecodableRows
 from cdc.config import FilterConfig, MappingConfig
 from cdc.serialized import decode_php
 from cdc.state import LookupUnavailable, PostInfo, WordPressState
@@ -342,6 +343,27 @@ class Mapper:
             "post_type": post_type,
             "source": self._source(c),
             "data": data,
+        }
+
+    def undecodable(self, u: UndecodableRows) -> dict[str, Any]:
+        """Dead-letter record for a rows event the decoder could not read: coordinates, the error
+        and the raw event (base64), enough to decode it by hand or replay it after a fix."""
+        src: dict[str, Any] = {"server_id": self.server_id, "file": u.file, "pos": u.pos, "row": 0, "table": u.table}
+        if u.gtid is not None:
+            src["gtid"] = u.gtid
+        return {
+            "event_type": ev.DEAD_LETTER,
+            "event_id": f"{self.server_id}:{u.file}:{u.pos}:0:undecodable",
+            "schema_version": ev.SCHEMA_VERSION,
+            "occurred_at": self._occurred_at(u.timestamp),
+            "blog_id": u.wp.blog_id,
+            "post_id": None,
+            "source": src,
+            "error": f"the row images of this rows event could not be decoded: {u.error}",
+            "op": u.op,
+            "before": None,
+            "after": None,
+            "raw_event": base64.b64encode(u.raw_event).decode(),
         }
 
     def _dead_letter(self, c: RowChange, exc: Exception) -> dict[str, Any]:

@@ -34,7 +34,9 @@ class Metrics:
             "wpcdc_publish_retries_total", "Restarts from the checkpoint after a publish error", registry=r
         )
         self.decode_errors = Counter(
-            "wpcdc_decode_errors_total", "Meta values that looked PHP-serialized but did not decode", registry=r
+            "wpcdc_decode_errors_total",
+            "Undecodable rows events, and meta values that looked PHP-serialized but did not decode",
+            registry=r,
         )
         self.checkpoints = Counter("wpcdc_checkpoints_total", "Checkpoints written", registry=r)
         self._checkpoint_file = Gauge(

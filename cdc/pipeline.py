@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cdc.changes import Idle, RowChange, TransactionEnd
+from cdc.changes import Idle, RowChange, TransactionEnd, UndecodableRows
 from cdc.checkpoint import Checkpoint, FileCheckpointStore
 from cdc.config import Config
 from cdc.errors import SinkError, SourceError
@@ -118,6 +118,18 @@ class Pipeline:
                     if progress is not None and now - last_progress >= 0.2:
                         last_progress = now
                         progress(item.next_position, stats)
+                elif type(item) is UndecodableRows:
+                    record = mapper.undecodable(item)
+                    log.error(
+                        "undecodable rows event at %s:%s (%s): %s; dead-lettered with its raw bytes",
+                        item.file, item.pos, item.table, item.error,
+                        extra={"event": "dead_letter", "event_id": record["event_id"]},
+                    )  # fmt: skip
+                    sink.send_dead_letter(record)
+                    stats.dead_letters += 1
+                    metrics.dead_letters.inc()
+                    metrics.decode_errors.inc()
+                    self._unacked += 1
                 elif type(item) is Idle:
                     metrics.source_idle()
                     if self._pending is not None and time.monotonic() - self._last_commit >= interval:

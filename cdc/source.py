@@ -32,7 +32,7 @@ from pymysqlreplication.row_event import (
 )
 
 from cdc import fast_decoding
-from cdc.changes import Idle, RowChange, SourceItem, TransactionEnd
+from cdc.changes import Idle, RowChange, SourceItem, TransactionEnd, UndecodableRows
 from cdc.config import Config
 from cdc.errors import PositionGoneError, SourceError
 from cdc.position import BinlogPosition
@@ -263,16 +263,29 @@ class BinlogSource:
                 continue
             pos = ev.packet.log_pos - ev.event_size
             ts = ev.timestamp
-            if isinstance(ev, UpdateRowsEvent):
-                for i, r in enumerate(ev.rows):
+            op = (
+                "update"
+                if isinstance(ev, UpdateRowsEvent)
+                else "insert"
+                if isinstance(ev, WriteRowsEvent)
+                else "delete"
+            )
+            try:
+                rows = ev.rows
+            except Exception as exc:  # undecodable row images: dead-letter them, do not crash-loop here
+                raw = bytes(ev.packet.packet.get_all_data())
+                yield UndecodableRows(op, ev.table, wp, file, pos, ts, gtid, f"{type(exc).__name__}: {exc}", raw)
+                continue
+            if op == "update":
+                for i, r in enumerate(rows):
                     yield RowChange(
                         "update", ev.table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid
                     )
-            elif isinstance(ev, WriteRowsEvent):
-                for i, r in enumerate(ev.rows):
+            elif op == "insert":
+                for i, r in enumerate(rows):
                     yield RowChange("insert", ev.table, wp, None, r["values"], file, pos, i, ts, gtid)
             else:
-                for i, r in enumerate(ev.rows):
+                for i, r in enumerate(rows):
                     yield RowChange("delete", ev.table, wp, r["values"], None, file, pos, i, ts, gtid)
 
     def _mid_transaction(self) -> None:

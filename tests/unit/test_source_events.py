@@ -1,0 +1,105 @@
+"""The source's handling of event sequences, with stand-ins for the library's event objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pymysqlreplication.event import MariadbGtidEvent, QueryEvent, RotateEvent, XidEvent
+from pymysqlreplication.row_event import TableMapEvent, WriteRowsEvent
+
+from cdc import events as ev
+from cdc.changes import RowChange, TransactionEnd, UndecodableRows
+from cdc.config import parse_config
+from cdc.errors import SourceError
+from cdc.mapping import Mapper
+from cdc.position import BinlogPosition
+from cdc.source import BinlogSource
+from cdc.state import NoLookup, WordPressState
+
+
+class _Raw:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def get_all_data(self) -> bytes:
+        return self._data
+
+
+class _Packet:
+    def __init__(self, log_pos: int) -> None:
+        self.log_pos = log_pos
+        self.packet = _Raw(b"\x00raw-event-bytes")
+
+
+def fake(cls: type, log_pos: int, **attrs: Any) -> Any:
+    class Fake(cls):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            pass
+
+        rows = property(lambda self: attrs["rows"]() if callable(attrs.get("rows")) else attrs.get("rows"))
+
+    obj = Fake()
+    obj.packet = _Packet(log_pos)
+    obj.event_size = 100
+    obj.timestamp = 1_790_000_000
+    for k, v in attrs.items():
+        if k != "rows":
+            setattr(obj, k, v)
+    return obj
+
+
+def gtid(pos: int, standalone: bool = False) -> Any:
+    return fake(MariadbGtidEvent, pos, gtid="0-1-5", flags=1 if standalone else 0)
+
+
+def read(events: list[Any]) -> list[Any]:
+    src = BinlogSource(parse_config({}), BinlogPosition("binlog.000001", 4))
+    return list(src._read(iter(events)))  # type: ignore[arg-type]
+
+
+def test_undecodable_rows_become_an_item_and_the_stream_goes_on() -> None:
+    def boom() -> list[Any]:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    ok_row = {"values": {"meta_id": 1, "post_id": 2, "meta_key": "k", "meta_value": "v"}}
+    items = read([
+        gtid(200),
+        fake(TableMapEvent, 300),
+        fake(WriteRowsEvent, 400, table="wp_postmeta", rows=boom),
+        fake(WriteRowsEvent, 500, table="wp_postmeta", rows=[ok_row]),
+        fake(XidEvent, 600),
+    ])  # fmt: skip
+    assert [type(i) for i in items] == [UndecodableRows, RowChange, TransactionEnd]
+    bad = items[0]
+    assert (bad.op, bad.table, bad.pos, bad.wp.blog_id) == ("insert", "wp_postmeta", 300, 1)
+    assert "UnicodeDecodeError" in bad.error and bad.raw_event == b"\x00raw-event-bytes"
+    assert items[2].next_position == BinlogPosition("binlog.000001", 600)
+
+    record = Mapper(WordPressState(NoLookup()), 101).undecodable(bad)
+    ev.DeadLetter.model_validate(record)
+    assert record["event_id"] == "101:binlog.000001:300:0:undecodable"
+    assert record["raw_event"] == "AHJhdy1ldmVudC1ieXRlcw=="
+
+
+def test_start_inside_a_transaction_is_refused() -> None:
+    with pytest.raises(SourceError, match="inside a transaction") as err:
+        read([fake(TableMapEvent, 300), fake(WriteRowsEvent, 400, table="wp_posts", rows=[])])
+    assert err.value.fatal
+
+
+def test_boundaries_after_xid_ddl_and_rotation() -> None:
+    items = read([
+        gtid(200, standalone=True),
+        fake(QueryEvent, 300, query="ALTER TABLE wp_posts ADD x INT"),
+        fake(RotateEvent, 0, next_binlog="binlog.000002", position=4),
+        gtid(400),
+        fake(XidEvent, 500),
+    ])  # fmt: skip
+    ends = [i.next_position for i in items if isinstance(i, TransactionEnd)]
+    assert ends == [BinlogPosition("binlog.000001", 300), BinlogPosition("binlog.000002", 500)]
+
+
+def test_non_wordpress_tables_are_skipped() -> None:
+    items = read([gtid(200), fake(WriteRowsEvent, 300, table="wp_options", rows=[{"values": {}}]), fake(XidEvent, 400)])
+    assert [type(i) for i in items] == [TransactionEnd]
