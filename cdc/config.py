@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +49,35 @@ class MySQLConfig(_Strict):
     # The server sends a heartbeat when idle, so a quiet stream still notices SIGTERM and dead peers.
     heartbeat_seconds: float = Field(1.0, gt=0, le=60)
     read_timeout_seconds: float = Field(30.0, gt=0)
+    # TLS to MySQL. The server certificate is always verified: against tls_ca_file, or the system's
+    # CA bundle when that is null. tls_cert_file/tls_key_file: a client certificate, if required.
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Also check that the certificate names mysql.host (turn off only when connecting by IP address).
+    tls_verify_identity: bool = True
+
+    def tls_settings(self) -> dict[str, object]:
+        """PyMySQL keyword arguments for TLS (empty without TLS)."""
+        if not self.tls:
+            return {}
+        ca = self.tls_ca_file or ssl.get_default_verify_paths().cafile
+        if ca is None:
+            raise ConfigError(
+                "mysql.tls is on but there is no CA bundle to verify the server certificate with",
+                "set mysql.tls_ca_file to the CA certificate that signed the server's certificate",
+            )
+        out: dict[str, object] = {
+            "ssl_ca": str(ca),
+            "ssl_verify_cert": True,
+            "ssl_verify_identity": self.tls_verify_identity,
+        }
+        if self.tls_cert_file is not None:
+            out["ssl_cert"] = str(self.tls_cert_file)
+        if self.tls_key_file is not None:
+            out["ssl_key"] = str(self.tls_key_file)
+        return out
 
     def resolved_password(self) -> str:
         return _secret(ENV_MYSQL_PASSWORD, self.password_file, self.password, "mysql.password") or ""

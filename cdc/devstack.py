@@ -71,14 +71,33 @@ def mariadb_binaries() -> tuple[str, str]:
     return mariadbd, install
 
 
+def make_tls_files(directory: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost (openssl CLI). Returns the dir
+    with ca.pem, server.pem and server.key."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "3",
+        "-subj", "/CN=wpcdc test CA")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "server.pem", "-days", "3", "-extfile", "san.ext")  # fmt: skip
+    return directory
+
+
 @dataclass
 class MariaDB:
-    """A MariaDB 10.5+ server with ROW/FULL/FULL binlog in its own datadir."""
+    """A MariaDB 10.5+ server with ROW/FULL/FULL binlog in its own datadir (and TLS when tls_dir is
+    given: see make_tls_files)."""
 
     base: Path
     port: int = 0
     server_id: int = 101
     extra_args: list[str] = field(default_factory=list)
+    tls_dir: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -115,6 +134,9 @@ class MariaDB:
             "--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--max-connections=200",
             *self.extra_args,
         ]  # fmt: skip
+        if self.tls_dir is not None:
+            t = self.tls_dir
+            args += [f"--ssl-ca={t / 'ca.pem'}", f"--ssl-cert={t / 'server.pem'}", f"--ssl-key={t / 'server.key'}"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port, self.proc, self.log)
         if fresh:

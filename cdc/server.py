@@ -24,6 +24,7 @@ def connect(config: Config, database: str | None = None) -> pymysql.connections.
             read_timeout=m.read_timeout_seconds,
             charset="utf8mb4",
             autocommit=True,
+            **m.tls_settings(),  # type: ignore[arg-type]
         )
     except pymysql.err.OperationalError as exc:
         code = exc.args[0] if exc.args else None

@@ -89,6 +89,7 @@ def connection_settings(config: Config) -> dict[str, Any]:
         "connect_timeout": m.connect_timeout_seconds,
         "read_timeout": m.read_timeout_seconds,
         "charset": "utf8mb4",
+        **m.tls_settings(),
     }
 
 

@@ -18,7 +18,15 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from cdc.devstack import MYSQL_PASSWORD, MYSQL_USER, MariaDB, Tansu, create_topics, create_wordpress_tables
+from cdc.devstack import (
+    MYSQL_PASSWORD,
+    MYSQL_USER,
+    MariaDB,
+    Tansu,
+    create_topics,
+    create_wordpress_tables,
+    make_tls_files,
+)
 
 _counter = itertools.count(1)
 _SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -48,7 +56,7 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("stack")
-    db = MariaDB(base / "mariadb").start()
+    db = MariaDB(base / "mariadb", tls_dir=make_tls_files(base / "tls")).start()
     try:
         broker = Tansu(base / "tansu").start()
     except Exception:

@@ -344,3 +344,29 @@ def test_replay_to_kafka_with_update_checkpoint(site: Site) -> None:
     assert "password" not in shown.stdout.lower()
     assert site.cli("checkpoint", "reset").returncode == 0
     assert site.cli("checkpoint", "show").returncode == 1
+
+
+def test_tls_to_mysql_with_a_user_that_requires_it(site: Site) -> None:
+    tls = site.stack.db.tls_dir
+    assert tls is not None
+    site.sql(
+        "CREATE USER IF NOT EXISTS 'wpcdc_tls'@'%' IDENTIFIED BY 'tls-secret' REQUIRE SSL",
+        "GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO 'wpcdc_tls'@'%'",
+    )
+    site.config["mysql"]["user"] = "wpcdc_tls"
+    site.write_config()
+    env = {"WPCDC_MYSQL_PASSWORD": "tls-secret"}
+    # (PyMySQL already negotiates TLS when the server offers it, but without verifying anything:
+    # what mysql.tls adds is verification, which the last step shows.)
+    site.config["mysql"].update({"tls": True, "tls_ca_file": str(tls / "ca.pem")})
+    site.write_config()
+    assert site.cli("check", env=env).returncode == 0
+    pid = site.insert_post("over TLS")
+    result = site.cli("replay", "--from", site.start, env=env)  # the binlog stream itself over TLS
+    assert result.returncode == 0, result.stderr
+    assert f'"post_id":{pid}' in result.stdout
+
+    site.config["mysql"]["tls_ca_file"] = str(tls / "server.pem")  # not the CA: verification must fail
+    site.write_config()
+    wrong = site.cli("check", env=env)
+    assert wrong.returncode == 3 and "certificate" in wrong.stderr.lower()

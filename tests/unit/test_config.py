@@ -89,3 +89,16 @@ def test_kafka_sasl_settings_and_secret_from_env(monkeypatch: pytest.MonkeyPatch
     assert cfg.kafka.producer_security()["sasl_plain_password"] == "from-env"
     with pytest.raises(ConfigError, match="sasl_mechanism"):
         parse_config({"kafka": {"security_protocol": "SASL_PLAINTEXT"}}).kafka.producer_security()
+
+
+def test_mysql_tls_settings(tmp_path: Path) -> None:
+    assert parse_config({}).mysql.tls_settings() == {}
+    ca = tmp_path / "ca.pem"
+    cfg = parse_config(
+        {"mysql": {"tls": True, "tls_ca_file": str(ca), "tls_cert_file": "/c.pem", "tls_key_file": "/k"}}
+    )
+    assert cfg.mysql.tls_settings() == {
+        "ssl_ca": str(ca), "ssl_verify_cert": True, "ssl_verify_identity": True, "ssl_cert": "/c.pem", "ssl_key": "/k",
+    }  # fmt: skip
+    no_identity = parse_config({"mysql": {"tls": True, "tls_ca_file": str(ca), "tls_verify_identity": False}})
+    assert no_identity.mysql.tls_settings()["ssl_verify_identity"] is False
