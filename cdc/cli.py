@@ -199,16 +199,16 @@ def check(config_path: Path, offline: bool) -> None:
     with Server(config) as server:
         findings += check_server(config, server)
         cp = FileCheckpointStore(config.checkpoint.path).load()
-        logs = server.binary_logs()
-        if cp is None:
-            findings.append(Finding(True, "checkpoint", f"none yet; run starts at the {config.source.start_at}"))
-        else:
-            try:
+        try:
+            logs = server.binary_logs()
+            findings.append(Finding(True, "binlog files", f"{len(logs)}, oldest {logs[0] if logs else '-'}"))
+            if cp is None:
+                findings.append(Finding(True, "checkpoint", f"none yet; run starts at the {config.source.start_at}"))
+            else:
                 server.require_position(cp.position)
                 findings.append(Finding(True, "checkpoint", f"{cp.position} is on the server"))
-            except WpcdcError as exc:
-                findings.append(Finding(False, "checkpoint", exc.problem, exc.fix))
-        findings.append(Finding(True, "binlog files", f"{len(logs)}, oldest {logs[0] if logs else '-'}"))
+        except WpcdcError as exc:
+            findings.append(Finding(False, "binlog files / checkpoint", exc.problem, exc.fix))
     try:
         KafkaProducerSink(config.kafka).close()
         findings.append(Finding(True, "kafka", f"topics {config.kafka.topic}, {config.kafka.dead_letter_topic}"))

@@ -99,7 +99,7 @@ def _check_privileges(server: Server) -> Finding:
     grants = " ".join(server.grants()).upper()
     if "ALL PRIVILEGES ON *.*" in grants:
         return Finding(
-            True,
+            False,
             "privileges",
             "ALL PRIVILEGES: more than wpcdc needs",
             "grant only REPLICATION SLAVE, REPLICATION CLIENT ON *.* and SELECT on the WordPress schema",

@@ -60,9 +60,18 @@ class Server:
         self.close()
 
     def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-        with self.conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(sql, args)
+                return list(cur.fetchall())
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] in (1227, 1142, 1044, 1045):
+                raise PreflightError(
+                    f"user {self.config.mysql.user!r} may not run {sql.split(' WHERE')[0]!r}: {exc.args[1]}",
+                    "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* and SELECT on the WordPress schema "
+                    "to the wpcdc user",
+                ) from None
+            raise
 
     def variables(self, *names: str) -> dict[str, str]:
         rows = self.query("SHOW GLOBAL VARIABLES WHERE Variable_name IN (" + ",".join(["%s"] * len(names)) + ")", names)
