@@ -103,7 +103,11 @@ class KafkaConfig(_Strict):
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     linger_ms: int = Field(20, ge=0)
     batch_size: int = Field(1_048_576, ge=1024)
-    max_request_size: int = Field(1_048_576, ge=1024)
+    max_request_size: int = Field(1_048_576, ge=4096)
+    # An event larger than max_request_size: "truncate" cuts post_content / meta values to fit and
+    # flags it (size and SHA-256 of the original); "dead_letter" sends its coordinates to the
+    # dead-letter topic instead; "fail" stops wpcdc (exit 6) until the limit or the policy changes.
+    oversize_policy: Literal["truncate", "dead_letter", "fail"] = "truncate"
     # How long a send may wait for metadata or buffer space before the pipeline treats the broker as down.
     max_block_ms: int = Field(10_000, ge=100)
     request_timeout_ms: int = Field(30_000, ge=100)

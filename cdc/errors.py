@@ -53,6 +53,12 @@ class SinkError(WpcdcError):
     exit_code = EXIT_SINK
 
 
+class OversizeError(WpcdcError):
+    """An event is over the broker's limit and kafka.oversize_policy is `fail`: stop, do not retry."""
+
+    exit_code = EXIT_SINK
+
+
 class SourceError(WpcdcError):
     """The binlog connection failed. Transient unless `fatal` is set."""
 

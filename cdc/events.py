@@ -104,6 +104,9 @@ class MetaData(_Model):
     value_decoded: Any = Field(None, description="PHP-unserialized value as JSON; absent when not serialized")
     value_decode_error: str | None = Field(None, description="present when the value looks serialized but failed")
     previous_value: str | None = Field(None, description="raw value before an update or delete")
+    value_truncated: bool | None = Field(None, description="value was cut to fit the broker's message limit")
+    value_bytes: int | None = Field(None, description="size of the full value (only when truncated)")
+    value_sha256: str | None = Field(None, description="SHA-256 of the full value (only when truncated)")
 
 
 class TermData(_Model):

@@ -34,6 +34,13 @@ _MODIFIED_COLUMNS = frozenset({"post_modified", "post_modified_gmt"})
 _GUID_BACKFILL_COLUMNS = _MODIFIED_COLUMNS | {"guid"}
 _UTC_COLUMNS = frozenset({"post_date_gmt", "post_modified_gmt"})
 _INT_POST_COLUMNS = ("ID", "post_author", "post_parent", "menu_order", "comment_count")
+# Text in the event contract (dates become ISO strings first); anything else is a schema change
+# the contract does not describe, so the row is dead-lettered rather than published malformed.
+_TEXT_POST_COLUMNS = (
+    "post_date", "post_date_gmt", "post_content", "post_title", "post_excerpt", "post_status", "comment_status",
+    "ping_status", "post_name", "to_ping", "pinged", "post_modified", "post_modified_gmt", "post_content_filtered",
+    "guid", "post_type", "post_mime_type",
+)  # fmt: skip
 
 
 class MappingError(Exception):
@@ -185,8 +192,13 @@ class Mapper:
             else:
                 row[col] = _value(col, raw)
         for col in _INT_POST_COLUMNS:
-            if col in row and row[col] is not None and not isinstance(row[col], int):
+            if col in row and row[col] is not None and type(row[col]) is not int:
                 raise MappingError(f"wp_posts.{col} is {type(row[col]).__name__}, expected an integer")
+        for col in _TEXT_POST_COLUMNS:
+            if col in row and row[col] is not None and type(row[col]) is not str:
+                raise MappingError(f"wp_posts.{col} is {type(row[col]).__name__}, expected text or a date")
+        if type(row.get("post_status")) is not str or type(row.get("post_type")) is not str:
+            raise MappingError("wp_posts.post_status and post_type must be text (they are NOT NULL in WordPress)")
         row.setdefault("has_password", False)
         row.setdefault("content_truncated", False)
         return row

@@ -12,8 +12,9 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from cdc.config import KafkaConfig
-from cdc.errors import SinkError
+from cdc.errors import OversizeError, SinkError
 from cdc.events import DEAD_LETTER, SCHEMA_VERSION
+from cdc.oversize import shrink_to_fit
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,29 @@ class KafkaMessages:
     def __init__(self, config: KafkaConfig) -> None:
         self._topic = config.topic
         self._dead_letter_topic = config.dead_letter_topic
-        self._limit = config.max_request_size
+        # Headroom for the record's key, headers and framing inside the producer's request.
+        self._limit = config.max_request_size - 512
+        self._policy = config.oversize_policy
 
     def event(self, event: dict[str, Any]) -> Message:
         value = encode(event)
         if len(value) > self._limit:
-            return self.dead_letter(_too_large(event, len(value), self._limit))
+            return self._oversize(event, len(value))
         return (self._topic, event_key(event), value, _headers(event))
+
+    def _oversize(self, event: dict[str, Any], size: int) -> Message:
+        if self._policy == "fail":
+            raise OversizeError(
+                f"{event['event_type']} {event['event_id']} encodes to {size} bytes, over kafka.max_request_size "
+                f"({self._limit + 512}), and kafka.oversize_policy is fail",
+                "raise the topic's max.message.bytes and kafka.max_request_size together, or set "
+                "kafka.oversize_policy to truncate or dead_letter",
+            )
+        if self._policy == "truncate":
+            shrunk = shrink_to_fit(event, self._limit, encode)
+            if shrunk is not None:
+                return (self._topic, event_key(shrunk), encode(shrunk), _headers(shrunk))
+        return self.dead_letter(_too_large(event, size, self._limit + 512))
 
     def dead_letter(self, record: dict[str, Any]) -> Message:
         value = encode(record)

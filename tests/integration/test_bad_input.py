@@ -94,3 +94,34 @@ def test_ddl_on_a_captured_table_while_streaming(site: Site) -> None:
     assert by_id[(after, "post_created")]["data"]["post"]["plugin_score"] == 7
     assert by_id[(before, "post_updated")]["data"]["changes"] == {"plugin_score": {"old": 0, "new": 9}}
     assert "plugin_score" not in by_id[(last, "post_created")]["data"]["post"]
+
+
+@pytest.mark.parametrize("policy", ["truncate", "dead_letter", "fail"])
+def test_oversized_post_against_the_broker(site: Site, policy: str) -> None:
+    import json
+
+    site.config["kafka"].update({"max_request_size": 65_536, "oversize_policy": policy})
+    site.write_config()
+    site.set_checkpoint()
+    s = site.streamer()
+    big = site.insert_post("huge", post_content="<p>" + "lorem ipsum " * 20_000 + "</p>")  # ~240 KB
+    small = site.insert_post("small")
+    if policy == "fail":
+        code = s.wait(30)
+        out = s.output()
+        assert code == 6 and "oversize_policy is fail" in out and "fix:" in out and "Traceback" not in out
+        assert site.consume(idle=1.0) == []  # nothing after it either: the order per post is kept
+        cp = json.loads(site.checkpoint_path.read_text())
+        assert f"{cp['file']}:{cp['pos']}" == site.start  # not checkpointed past it
+        return
+    records = site.consume(expect=2 if policy == "truncate" else 1)
+    dead = site.consume(idle=1.0, topic=site.dead_letter_topic)
+    assert s.stop() == 0, s.output()
+    by_post = {r.value["post_id"]: r.value for r in records}
+    assert small in by_post
+    if policy == "truncate":
+        post = by_post[big]["data"]["post"]
+        assert post["content_truncated"] is True and post["content_bytes"] > 200_000 and dead == []
+    else:
+        assert big not in by_post
+        assert len(dead) == 1 and dead[0].value["post_id"] == big and "max_request_size" in dead[0].value["error"]

@@ -4,6 +4,7 @@ schema-valid dead letter, and never raises."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from decimal import Decimal
 from typing import Any
 
@@ -59,7 +60,11 @@ def image(kind: TableKind, data: st.DataObject) -> dict[str, Any]:
     return mutate(base, data) if data.draw(st.booleans()) else base
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("WPCDC_HYPOTHESIS_EXAMPLES", "400")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(st.data())
 def test_mapper_never_raises_and_output_is_schema_valid(data: st.DataObject) -> None:
     kind = data.draw(st.sampled_from(list(TableKind)))
