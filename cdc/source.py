@@ -214,22 +214,17 @@ class BinlogSource:
                 # by a BEGIN query. A standalone one (DDL) is closed by its single query.
                 in_txn = isinstance(ev, MariadbGtidEvent) and not standalone
                 continue
-            if isinstance(ev, QueryEvent):
-                query = ev.query.strip().upper()
-                if query == "BEGIN":
-                    in_txn = True
-                    continue
-                if query in ("COMMIT", "ROLLBACK") or not in_txn:
+            if isinstance(ev, (QueryEvent, XidEvent)):
+                if isinstance(ev, QueryEvent):
+                    query = ev.query.strip().upper()
+                    if query == "BEGIN":
+                        in_txn = True
+                        continue
                     # COMMIT ends a non-transactional group; any other query outside a transaction
-                    # (DDL) is a transaction of its own.
-                    in_txn = False
-                    end = _boundary(file, ev, gtid)
-                    yield end
-                    if stop_at is not None and stop_at <= end.next_position:
-                        return
-                continue
-            if isinstance(ev, XidEvent):
-                if in_txn is None:
+                    # (DDL) is a transaction of its own; inside one (SAVEPOINT, …) it ends nothing.
+                    if query not in ("COMMIT", "ROLLBACK") and in_txn:
+                        continue
+                elif in_txn is None:
                     self._mid_transaction()
                 in_txn = False
                 end = _boundary(file, ev, gtid)
