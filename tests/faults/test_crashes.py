@@ -7,6 +7,7 @@ import json
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -72,7 +73,7 @@ def test_sigterm_under_heavy_writes_exits_0_quickly_at_an_acked_boundary(site: S
     code = s.stop(signal.SIGTERM, timeout=30)
     took = time.monotonic() - began
     writer.stop()
-    print(f"\n[sigterm] exit {code} after {took:.2f}s")
+    print(f"\n[sigterm] exit {code} after {took:.2f}s", file=sys.__stderr__)
     assert code == 0, s.output()
     assert took < 10
     cp = json.loads(site.checkpoint_path.read_text())

@@ -4,6 +4,7 @@ goes away and a fresh one comes back. Each test prints its figures (pytest -s sh
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import Counter
@@ -74,9 +75,11 @@ def report(name: str, written: int, records: list, recovery: float) -> tuple[int
     ids = Counter(r.value["event_id"] for r in records)
     duplicated = sum(c - 1 for c in ids.values())
     lost = written - len(ids)
+    # Straight to the real stderr so the figures appear in CI logs without `pytest -s`.
     print(
         f"\n[{name}] row changes written {written}, events delivered {len(records)}, "
-        f"lost {lost}, duplicated {duplicated}, recovery {recovery:.1f}s"
+        f"lost {lost}, duplicated {duplicated}, recovery {recovery:.1f}s",
+        file=sys.__stderr__,
     )
     return lost, duplicated
 
