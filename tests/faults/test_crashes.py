@@ -7,7 +7,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults.conftest import FIGURES
 from tests.faults.test_outages import Writer, report
 from tests.integration.conftest import Site
 
@@ -73,7 +73,7 @@ def test_sigterm_under_heavy_writes_exits_0_quickly_at_an_acked_boundary(site: S
     code = s.stop(signal.SIGTERM, timeout=30)
     took = time.monotonic() - began
     writer.stop()
-    print(f"\n[sigterm] exit {code} after {took:.2f}s", file=sys.__stderr__)
+    FIGURES.append(f"[sigterm] exit {code} after {took:.2f}s")
     assert code == 0, s.output()
     assert took < 10
     cp = json.loads(site.checkpoint_path.read_text())

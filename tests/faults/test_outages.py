@@ -4,7 +4,6 @@ goes away and a fresh one comes back. Each test prints its figures (pytest -s sh
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections import Counter
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from cdc.devstack import MariaDB, Tansu, create_topics
+from tests.faults.conftest import FIGURES
 from tests.integration.conftest import Site, Stack
 
 pytestmark = pytest.mark.integration
@@ -75,11 +75,9 @@ def report(name: str, written: int, records: list, recovery: float) -> tuple[int
     ids = Counter(r.value["event_id"] for r in records)
     duplicated = sum(c - 1 for c in ids.values())
     lost = written - len(ids)
-    # Straight to the real stderr so the figures appear in CI logs without `pytest -s`.
-    print(
-        f"\n[{name}] row changes written {written}, events delivered {len(records)}, "
-        f"lost {lost}, duplicated {duplicated}, recovery {recovery:.1f}s",
-        file=sys.__stderr__,
+    FIGURES.append(
+        f"[{name}] row changes written {written}, events delivered {len(records)}, "
+        f"lost {lost}, duplicated {duplicated}, recovery {recovery:.1f}s"
     )
     return lost, duplicated
 
