@@ -97,6 +97,10 @@ class Streamer:
     def wait(self, timeout: float = 30) -> int:
         try:
             return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # a failing test must not leave a streamer running
+            self.proc.wait(10)
+            raise
         finally:
             self._fh.close()
 
