@@ -321,12 +321,12 @@ class Mapper:
             self._ts_cache = (ts, text)
         return text
 
-    def _source(self, c: RowChange) -> dict[str, Any]:
+    def _source(self, c: RowChange | UndecodableRows, row: int | None = None) -> dict[str, Any]:
         src: dict[str, Any] = {
             "server_id": self.server_id,
             "file": c.file,
             "pos": c.pos,
-            "row": c.row,
+            "row": c.row if row is None else row,
             "table": c.table,
         }
         if c.gtid is not None:
@@ -360,9 +360,6 @@ class Mapper:
     def undecodable(self, u: UndecodableRows) -> dict[str, Any]:
         """Dead-letter record for a rows event the decoder could not read: coordinates, the error
         and the raw event (base64), enough to decode it by hand or replay it after a fix."""
-        src: dict[str, Any] = {"server_id": self.server_id, "file": u.file, "pos": u.pos, "row": 0, "table": u.table}
-        if u.gtid is not None:
-            src["gtid"] = u.gtid
         return {
             "event_type": ev.DEAD_LETTER,
             "event_id": f"{self.server_id}:{u.file}:{u.pos}:0:undecodable",
@@ -370,7 +367,7 @@ class Mapper:
             "occurred_at": self._occurred_at(u.timestamp),
             "blog_id": u.wp.blog_id,
             "post_id": None,
-            "source": src,
+            "source": self._source(u, row=0),
             "error": f"the row images of this rows event could not be decoded: {u.error}",
             "op": u.op,
             "before": None,

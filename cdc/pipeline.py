@@ -119,17 +119,8 @@ class Pipeline:
                         last_progress = now
                         progress(item.next_position, stats)
                 elif type(item) is UndecodableRows:
-                    record = mapper.undecodable(item)
-                    log.error(
-                        "undecodable rows event at %s:%s (%s): %s; dead-lettered with its raw bytes",
-                        item.file, item.pos, item.table, item.error,
-                        extra={"event": "dead_letter", "event_id": record["event_id"]},
-                    )  # fmt: skip
-                    sink.send_dead_letter(record)
-                    stats.dead_letters += 1
-                    metrics.dead_letters.inc()
                     metrics.decode_errors.inc()
-                    self._unacked += 1
+                    self._dead_letter(item, mapper.undecodable(item))
                 elif type(item) is Idle:
                     metrics.source_idle()
                     if self._pending is not None and time.monotonic() - self._last_commit >= interval:
@@ -141,9 +132,9 @@ class Pipeline:
             source.close()
         self.commit()
 
-    def _dead_letter(self, item: RowChange, record: dict[str, object]) -> None:
+    def _dead_letter(self, item: RowChange | UndecodableRows, record: dict[str, object]) -> None:
         log.warning(
-            "dead-lettered row %s:%s row %s of %s: %s", item.file, item.pos, item.row, item.table, record["error"],
+            "dead-lettered row(s) at %s:%s (%s): %s", item.file, item.pos, item.table, record["error"],
             extra={"event": "dead_letter", "event_id": record["event_id"]},
         )  # fmt: skip
         self.sink.send_dead_letter(record)
