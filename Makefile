@@ -1,11 +1,12 @@
 # `make test` is what CI runs (.ci/run calls it). It creates .venv, installs the package with its
-# test extras, makes sure MariaDB is installed, and runs the whole suite (unit + integration).
+# test extras, makes sure MariaDB, PHP and WordPress are installed, and runs the whole suite
+# (unit, integration, faults, and e2e against a real WordPress).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test unit lint bench demo venv mariadb schemas clean
+.PHONY: test unit lint bench demo venv mariadb wordpress schemas clean
 
 venv: $(STAMP)
 
@@ -23,11 +24,20 @@ mariadb:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; \
 	  else echo "error: install MariaDB >= 10.5 server binaries (mariadbd, mariadb-install-db) and rerun" >&2; exit 1; fi; }
 
+# The e2e suite drives a real WordPress (Debian's package) from the PHP CLI; install it when missing.
+wordpress:
+	@{ command -v php >/dev/null 2>&1 && php -m 2>/dev/null | grep -qx mysqli && test -f /usr/share/wordpress/wp-settings.php; } || { \
+	  echo "php-cli, php-mysql or wordpress not found: installing them (apt-get)"; \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      php-cli php-mysql wordpress >/dev/null; \
+	  else echo "error: install php-cli, php-mysql and WordPress in /usr/share/wordpress (Debian: apt-get install php-cli php-mysql wordpress) and rerun" >&2; exit 1; fi; }
+
 lint: venv
 	$(VENV)/bin/ruff check cdc tests bench examples
 	$(VENV)/bin/ruff format --check cdc tests bench examples
 
-test: venv mariadb lint
+test: venv mariadb wordpress lint
 	$(PY) -m pytest -q
 
 unit: venv

@@ -1,6 +1,6 @@
 from typing import Any
 
-from tests.integration.conftest import make_site, site, stack  # noqa: F401 - shared fixtures
+from tests.integration.conftest import make_site, site  # noqa: F401 - shared fixtures
 
 FIGURES: list[str] = []
 

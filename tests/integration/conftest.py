@@ -25,7 +25,6 @@ from cdc.devstack import (
     Tansu,
     create_topics,
     create_wordpress_tables,
-    make_tls_files,
 )
 
 _counter = itertools.count(1)
@@ -51,22 +50,6 @@ class Stack:
     db: MariaDB
     broker: Tansu
     base: Path
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    base = tmp_path_factory.mktemp("stack")
-    db = MariaDB(base / "mariadb", tls_dir=make_tls_files(base / "tls")).start()
-    try:
-        broker = Tansu(base / "tansu").start()
-    except Exception:
-        db.stop()
-        raise
-    try:
-        yield Stack(db, broker, base)
-    finally:
-        broker.stop()
-        db.stop()
 
 
 @dataclass
@@ -111,15 +94,19 @@ class Streamer:
 class Site:
     """One WordPress schema on the shared server, with its own topics and config."""
 
-    def __init__(self, stack: Stack, directory: Path, overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, stack: Stack, directory: Path, overrides: dict[str, Any] | None = None, database: str | None = None
+    ) -> None:
+        """A new schema with the WordPress tables, or (`database`) one that a real WordPress installed."""
         n = next(_counter)
         self.stack = stack
         self.dir = directory
-        self.database = f"wp_site_{n}_{os.getpid()}"
+        self.database = database or f"wp_site_{n}_{os.getpid()}"
         self.topic = f"t{n}-{os.getpid()}.posts"
         self.dead_letter_topic = f"t{n}-{os.getpid()}.dead-letter"
         self.conn = stack.db.root()
-        create_wordpress_tables(self.conn, self.database)
+        if database is None:
+            create_wordpress_tables(self.conn, self.database)
         create_topics(stack.broker.bootstrap, [self.topic, self.dead_letter_topic], partitions=3)
         self.checkpoint_path = directory / "checkpoint.json"
         self.config: dict[str, Any] = {
