@@ -150,9 +150,9 @@ class WordPress:
         )
         _, marker, result = done.stdout.rpartition(_MARKER)
         if done.returncode != 0 or not marker:
-            raise PHPError(
-                f"PHP failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}\n--- script:\n{code}"
-            )
+            # WordPress's die handler prints an HTML page; the PHP message after it is what matters.
+            output = re.sub(r"(?s)<!DOCTYPE html>.*?</html>", "", done.stdout + done.stderr)[-3000:]
+            raise PHPError(f"PHP failed ({done.returncode}):\n{output}\n--- script:\n{code}")
         return json.loads(result)
 
     def _wp_config(self) -> str:

@@ -61,7 +61,8 @@ def test_internal_meta_keys_when_not_excluded(wp: WordPressStream, noisy: Op) ->
     keys = [e["data"]["meta_key"] for e in events if e["event_type"].startswith("post_meta")]
     # Publishing queues pings and enclosures for cron (_pingme, _encloseme) before anything else.
     assert keys == [
-        "_pingme", "_encloseme", "_edit_lock", "_edit_last", "_wp_trash_meta_status", "_wp_trash_meta_time", "_wp_desired_post_slug",
+        "_pingme", "_encloseme", "_edit_lock", "_edit_last",
+        "_wp_trash_meta_status", "_wp_trash_meta_time", "_wp_desired_post_slug",
     ]  # fmt: skip
     status = next(e for e in events if e["data"].get("meta_key") == "_wp_trash_meta_status")
     assert status["data"]["value"] == "publish"
