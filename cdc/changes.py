@@ -34,9 +34,11 @@ class TransactionEnd:
 
 @dataclass(slots=True)
 class Idle:
-    """The server has nothing new (a heartbeat); the consumer may act on timers and stop flags."""
+    """The server has nothing new (a heartbeat); the consumer may act on timers and stop flags.
+    `position` is where the server's dump thread stands: everything before it has been read."""
 
     timestamp: int
+    position: BinlogPosition | None = None
 
 
 @dataclass(slots=True)

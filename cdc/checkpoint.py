@@ -12,6 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cdc.errors import CheckpointError
 from cdc.position import BinlogPosition
@@ -23,6 +24,8 @@ class Checkpoint:
     server_id: int | None  # of the source server, so a checkpoint is never applied to another server
     gtid: str | None = None
     updated_at: str | None = None
+    # Snapshot work in progress (cdc.snapshot.SnapshotState.to_json), saved with the position it matches.
+    snapshot: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"file": self.position.file, "pos": self.position.pos}
@@ -30,6 +33,8 @@ class Checkpoint:
             out["gtid"] = self.gtid
         out["server_id"] = self.server_id
         out["updated_at"] = self.updated_at
+        if self.snapshot:
+            out["snapshot"] = self.snapshot
         return out
 
 
@@ -54,6 +59,7 @@ class FileCheckpointStore:
                 int(data["server_id"]) if data.get("server_id") is not None else None,
                 data.get("gtid"),
                 data.get("updated_at"),
+                data.get("snapshot") if isinstance(data.get("snapshot"), dict) else None,
             )
         except (ValueError, KeyError, TypeError):
             raise CheckpointError(
@@ -67,6 +73,7 @@ class FileCheckpointStore:
             checkpoint.server_id,
             checkpoint.gtid,
             dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            checkpoint.snapshot,
         )
         data = (json.dumps(stamped.to_json(), indent=2) + "\n").encode()
         directory = self.path.parent if str(self.path.parent) else Path(".")

@@ -126,6 +126,108 @@ def replay(config_path: Path, from_: str, to: str | None, sink: str, update_chec
     click.echo("replay summary: " + json.dumps(summary), err=True)
 
 
+@main.command()
+@config_option
+@click.option("--blog", "blogs", type=int, multiple=True, help="Only this blog (repeatable). Default: every blog.")
+@click.option("--post-type", "post_types", multiple=True, help="Only this post type (repeatable).")
+@click.option("--post-ids", default=None, help="Only these post ids, comma-separated (e.g. 1,2,3).")
+@click.option(
+    "--modified-since", default=None, help="Only posts modified at or after this UTC time (ISO 8601 date or datetime)."
+)
+@click.option("--sink", type=click.Choice(["kafka", "stdout"]), default="kafka", show_default=True)
+@click.option("--no-wait", is_flag=True, help="Hand the request to the running `wpcdc run` and return at once.")
+@_friendly
+def snapshot(
+    config_path: Path,
+    blogs: tuple[int, ...],
+    post_types: tuple[str, ...],
+    post_ids: str | None,
+    modified_since: str | None,
+    sink: str,
+    no_wait: bool,
+) -> None:
+    """Publish post_snapshot events (post, meta, terms) for every matching post while streaming goes on.
+
+    When a `wpcdc run` owns the checkpoint, the request is handed to it (a file next to the
+    checkpoint) and this command shows its progress until it completes; otherwise this command
+    streams from the checkpoint itself, snapshots, checkpoints and exits when the snapshot is done."""
+    from cdc.progress import SnapshotProgress
+    from cdc.runner import follow_snapshot, request_snapshot, run_live
+    from cdc.snapshot import SnapshotRequest
+
+    config = _load(config_path)
+    request = SnapshotRequest.new(
+        blogs=list(blogs) or None,
+        post_types=list(post_types) or None,
+        post_ids=_post_ids(post_ids),
+        modified_since=_utc_datetime(modified_since),
+    )
+    stop = _stop_on_signals()
+    bar = SnapshotProgress(sys.stderr, sys.stderr.isatty())
+    if request_snapshot(config, request):
+        click.echo(f"snapshot {request.id} ({request.describe()}) handed to the running wpcdc", err=True)
+        if no_wait:
+            return
+        try:
+            done = follow_snapshot(config, request, bar, stop)
+        finally:
+            bar.finish()
+        if not done:
+            click.echo(f"stopped watching; snapshot {request.id} goes on in the running wpcdc", err=True)
+        return
+    click.echo(
+        f"no wpcdc run owns {config.checkpoint.path}: streaming and snapshotting here ({request.describe()})", err=True
+    )
+
+    def progress(snapshotter: Any) -> None:
+        state = snapshotter.state
+        if state is not None and state.request.id == request.id:
+            bar(request.id, state.done_posts, state.total_posts)
+
+    try:
+        stats = run_live(config, sink, stop, snapshot_request=request, snapshot_progress=progress)
+    finally:
+        bar.finish()
+    if stop.is_set():
+        click.echo(
+            f"stopped; snapshot {request.id} resumes from the checkpoint with `wpcdc run` or `wpcdc snapshot`", err=True
+        )
+        sys.exit(0)
+    click.echo(f"snapshot {request.id} complete: {stats.events.get('post_snapshot', 0)} post_snapshot events", err=True)
+
+
+def _post_ids(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        ids = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        from cdc.errors import ConfigError
+
+        raise ConfigError(
+            f"--post-ids {text!r} is not a list of post ids", "write them comma-separated: 1,2,3"
+        ) from None
+    return ids or None
+
+
+def _utc_datetime(text: str | None) -> str | None:
+    if not text:
+        return None
+    import datetime as dt
+
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        from cdc.errors import ConfigError
+
+        raise ConfigError(
+            f"--modified-since {text!r} is not an ISO 8601 date", "e.g. 2026-11-01 or 2026-11-01T12:00:00Z"
+        ) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
 @main.group()
 def checkpoint() -> None:
     """Show, set or reset the stored checkpoint."""

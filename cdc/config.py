@@ -205,6 +205,20 @@ class MappingConfig(_Strict):
     max_decode_depth: int = Field(64, ge=1, le=512)
 
 
+class SnapshotConfig(_Strict):
+    # What `run` does about the current state of the posts (post_snapshot events), besides streaming:
+    #   never        only stream changes (snapshots run when requested with `wpcdc snapshot`)
+    #   initial      snapshot every post once when there is no checkpoint yet, while streaming from the end
+    #   when_needed  as initial, and also when the checkpoint's binlog file was purged: streaming restarts
+    #                at the end of the binlog and a full snapshot covers the gap (explicit opt-in: the
+    #                changes in the gap are not published as change events, only their resulting state)
+    mode: Literal["never", "initial", "when_needed"] = "never"
+    # Posts read per chunk (with their meta and terms), between a low and a high binlog watermark.
+    chunk_size: int = Field(1000, ge=1, le=100_000)
+    # How often `run` looks for a request written by `wpcdc snapshot` (a file next to the checkpoint).
+    request_poll_seconds: float = Field(1.0, gt=0)
+
+
 class LogConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # "text" for people, "json" (one object per line) for log pipelines.
@@ -231,6 +245,7 @@ class Config(_Strict):
     source: SourceConfig = Field(default_factory=SourceConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     mapping: MappingConfig = Field(default_factory=MappingConfig)
+    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 

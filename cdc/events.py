@@ -27,6 +27,7 @@ POST_META_DELETED = "post_meta_deleted"
 POST_TERM_ADDED = "post_term_added"
 POST_TERM_REMOVED = "post_term_removed"
 POST_TERM_UPDATED = "post_term_updated"
+POST_SNAPSHOT = "post_snapshot"
 DEAD_LETTER = "dead_letter"
 
 
@@ -119,6 +120,35 @@ class TermData(_Model):
     name: str | None
 
 
+class SnapshotMeta(_Model):
+    meta_id: int
+    meta_key: str | None
+    value: str | None = Field(description="raw meta_value")
+    value_decoded: Any = Field(None, description="PHP-unserialized value as JSON; absent when not serialized")
+    value_decode_error: str | None = Field(None, description="present when the value looks serialized but failed")
+    value_truncated: bool | None = Field(None, description="value was cut to fit the broker's message limit")
+    value_bytes: int | None = Field(None, description="size of the full value (only when truncated)")
+    value_sha256: str | None = Field(None, description="SHA-256 of the full value (only when truncated)")
+
+
+class SnapshotTerm(_Model):
+    term_taxonomy_id: int
+    term_order: int
+    taxonomy: str | None
+    term_id: int | None
+    slug: str | None
+    name: str | None
+
+
+class SnapshotData(_Model):
+    """The whole current state of one post: replaces whatever a consumer held for it."""
+
+    snapshot_id: str = Field(description="the snapshot run this event belongs to (see `wpcdc snapshot`)")
+    post: PostRow
+    meta: list[SnapshotMeta] = Field(description="every meta row (excluded keys left out), by meta_id")
+    terms: list[SnapshotTerm] = Field(description="every term relationship, with taxonomy, slug and name")
+
+
 class _Envelope(_Model):
     event_id: str = Field(description="deterministic: server_id:file:pos:row[:suffix]; a replay yields the same id")
     schema_version: Literal[1]
@@ -132,7 +162,7 @@ class _Envelope(_Model):
 EventType = Literal[
     "post_created", "post_updated", "post_deleted", "post_published", "post_unpublished", "post_scheduled",
     "post_trashed", "post_restored", "post_meta_added", "post_meta_updated", "post_meta_deleted",
-    "post_term_added", "post_term_removed", "post_term_updated",
+    "post_term_added", "post_term_removed", "post_term_updated", "post_snapshot",
 ]  # fmt: skip
 
 
@@ -213,6 +243,13 @@ class PostTermUpdated(_Envelope):
     data: TermData
 
 
+class PostSnapshot(_Envelope):
+    """Emitted by a snapshot; `source` is the high watermark of the chunk the post was read in."""
+
+    event_type: Literal["post_snapshot"]
+    data: SnapshotData
+
+
 class DeadLetter(_Model):
     """A row the mapper could not turn into an event; published to the dead-letter topic."""
 
@@ -245,6 +282,7 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     POST_TERM_ADDED: PostTermAdded,
     POST_TERM_REMOVED: PostTermRemoved,
     POST_TERM_UPDATED: PostTermUpdated,
+    POST_SNAPSHOT: PostSnapshot,
     DEAD_LETTER: DeadLetter,
 }
 

@@ -18,6 +18,7 @@ from cdc import events as ev
 from cdc.changes import RowChange, UndecodableRows
 from cdc.config import FilterConfig, MappingConfig
 from cdc.serialized import decode_php
+from cdc.snapshot import Chunk, SnapshotPost
 from cdc.state import LookupUnavailable, PostInfo, WordPressState
 from cdc.tables import TableKind
 
@@ -238,17 +239,11 @@ class Mapper:
             kind = ev.POST_META_UPDATED
         else:
             kind = ev.POST_META_ADDED if c.op == "insert" else ev.POST_META_DELETED
-        value = _text(c.after["meta_value"]) if c.after is not None else None
-        data: dict[str, Any] = {"meta_id": meta_id, "meta_key": meta_key, "value": value}
-        if value is not None:
-            decoded = decode_php(value, max_bytes=self._max_decode_bytes, max_depth=self._max_decode_depth)
-            if decoded.ok:
-                data["value_decoded"] = decoded.value
-            elif decoded.error:
-                data["value_decode_error"] = decoded.error
+        data: dict[str, Any] = {"meta_id": meta_id, "meta_key": meta_key}
+        errors = self._meta_value(data, _text(c.after["meta_value"]) if c.after is not None else None)
         if c.before is not None:
             data["previous_value"] = _text(c.before.get("meta_value"))
-        return Mapped([self._event(c, kind, post_id, post_type, data)], decode_errors=int("value_decode_error" in data))
+        return Mapped([self._event(c, kind, post_id, post_type, data)], decode_errors=errors)
 
     # -- wp_term_relationships -----------------------------------------------------------------
 
@@ -311,6 +306,93 @@ class Mapper:
             )
         else:
             self.state.set_term(blog, _int(image, "term_id"), _str(image, "slug"), _str(image, "name"))
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def snapshot(self, snapshot_id: str, chunk: Chunk, post: SnapshotPost, row: int) -> Mapped:
+        """A post_snapshot event: the post row normalised as in post_created, its meta (excluded keys
+        left out) with decoded values, its terms. Positioned at the chunk's high watermark."""
+        image = post.row
+        blog = chunk.blog
+        try:
+            post_id = _int(image, "ID")
+            post_type, status = _str(image, "post_type"), _str(image, "post_status")
+            self.state.set_post(blog, post_id, PostInfo(post_type, status))
+            reason = self._excluded(post_type, status)
+            if reason:
+                return Mapped(filtered=reason)
+            meta = []
+            decode_errors = 0
+            for m in post.meta:
+                key = _str(m, "meta_key")
+                if key in self._excluded_meta_keys:
+                    continue
+                item: dict[str, Any] = {"meta_id": _int(m, "meta_id"), "meta_key": key}
+                decode_errors += self._meta_value(item, _text(m.get("meta_value")))
+                meta.append(item)
+            terms = [
+                {
+                    "term_taxonomy_id": _int(t, "term_taxonomy_id"),
+                    "term_order": _int(t, "term_order"),
+                    "taxonomy": _str(t, "taxonomy"),
+                    "term_id": t["term_id"] if isinstance(t.get("term_id"), int) else None,
+                    "slug": _str(t, "slug"),
+                    "name": _str(t, "name"),
+                }
+                for t in post.terms
+            ]
+            data = {"snapshot_id": snapshot_id, "post": self._post_row(image), "meta": meta, "terms": terms}
+        except Exception as exc:
+            return Mapped(dead_letter=self._snapshot_dead_letter(snapshot_id, chunk, post, row, exc))
+        event = {
+            "event_id": f"{self.server_id}:snapshot:{snapshot_id}:{blog}:{post_id}",
+            "event_type": ev.POST_SNAPSHOT,
+            "schema_version": ev.SCHEMA_VERSION,
+            "occurred_at": self._occurred_at(chunk.read_at),
+            "blog_id": blog,
+            "post_id": post_id,
+            "post_type": post_type,
+            "source": self._snapshot_source(chunk, row),
+            "data": data,
+        }
+        return Mapped([event], decode_errors=decode_errors)
+
+    def _snapshot_source(self, chunk: Chunk, row: int) -> dict[str, Any]:
+        high = chunk.high
+        return {"server_id": self.server_id, "file": high.file, "pos": high.pos, "row": row, "table": chunk.table}
+
+    def _snapshot_dead_letter(
+        self, snapshot_id: str, chunk: Chunk, post: SnapshotPost, row: int, exc: Exception
+    ) -> dict[str, Any]:
+        blog = chunk.blog
+        post_id = post.row.get("ID") if isinstance(post.row.get("ID"), int) else None
+        reason = str(exc) if isinstance(exc, MappingError) else f"{type(exc).__name__}: {exc}"
+        return {
+            "event_type": ev.DEAD_LETTER,
+            "event_id": f"{self.server_id}:snapshot:{snapshot_id}:{blog}:{post_id}:dead_letter",
+            "schema_version": ev.SCHEMA_VERSION,
+            "occurred_at": self._occurred_at(chunk.read_at),
+            "blog_id": blog,
+            "post_id": post_id,
+            "source": self._snapshot_source(chunk, row),
+            "error": f"snapshot of this post failed: {reason}",
+            "op": "insert",
+            "before": None,
+            "after": _raw_image(post.row),
+        }
+
+    def _meta_value(self, data: dict[str, Any], value: str | None) -> int:
+        """Sets value (and value_decoded or value_decode_error); returns 1 on a decode error."""
+        data["value"] = value
+        if value is None:
+            return 0
+        decoded = decode_php(value, max_bytes=self._max_decode_bytes, max_depth=self._max_decode_depth)
+        if decoded.ok:
+            data["value_decoded"] = decoded.value
+        elif decoded.error:
+            data["value_decode_error"] = decoded.error
+            return 1
+        return 0
 
     # -- envelope ------------------------------------------------------------------------------
 

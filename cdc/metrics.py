@@ -7,8 +7,12 @@ Hot-path updates are plain attribute writes or cached counter children; gauges t
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+if TYPE_CHECKING:
+    from cdc.snapshot import Snapshotter
 
 
 class Metrics:
@@ -77,8 +81,19 @@ class Metrics:
         Gauge("wpcdc_sink_connected", "1 while the producer is healthy", registry=r).set_function(
             lambda: 1 if self.sink_up else 0
         )
+        self.snapshot_running = Gauge("wpcdc_snapshot_running", "1 while a snapshot is in progress", registry=r)
+        self.snapshot_posts_done = Gauge(
+            "wpcdc_snapshot_posts_done", "Posts published by the running snapshot", registry=r
+        )
+        self.snapshot_posts_total = Gauge(
+            "wpcdc_snapshot_posts_total", "Posts the running snapshot will publish (counted at its start)", registry=r
+        )
+        self.snapshot_posts_retried = Counter(
+            "wpcdc_snapshot_posts_retried_total", "Posts read again because they changed during their chunk", registry=r
+        )
         self._children: dict[tuple[str, str], Counter] = {}
         self._current_file: str | None = None
+        self._retried_seen = 0
 
     def _child(self, metric: Counter, name: str, label: str) -> Counter:
         key = (name, label)
@@ -86,6 +101,15 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(label)
         return child
+
+    def snapshot_progress(self, snapshot: Snapshotter) -> None:
+        state = snapshot.state
+        self.snapshot_running.set(1 if state is not None else 0)
+        self.snapshot_posts_done.set(state.done_posts if state is not None else 0)
+        self.snapshot_posts_total.set(state.total_posts or 0 if state is not None else 0)
+        if snapshot.retried > self._retried_seen:
+            self.snapshot_posts_retried.inc(snapshot.retried - self._retried_seen)
+            self._retried_seen = snapshot.retried
 
     def published(self, event_type: str) -> None:
         self._child(self._published, "p", event_type).inc()

@@ -1,6 +1,7 @@
 """Fitting an event under the broker's message size limit (kafka.oversize_policy: truncate).
 
-Only the big free-text fields are cut: post_content (in the row and in `changes`) and meta values.
+Only the big free-text fields are cut: post_content (in the row and in `changes`) and meta values
+(also those in a post_snapshot's meta list).
 What was cut is always flagged with the full size and SHA-256 of the original, so a consumer knows
 to fetch it from WordPress. Pure: no I/O.
 """
@@ -37,17 +38,23 @@ def _apply(event: dict[str, Any], cap: int) -> dict[str, Any]:
             if isinstance(change.get(side), str):
                 change[side] = _cut(change[side], cap)
     if "meta_id" in data:
-        value = data.get("value")
-        if isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) > cap:
-            full = value.encode("utf-8", "surrogatepass")
-            data["value_truncated"] = True
-            data["value_bytes"] = len(full)
-            data["value_sha256"] = hashlib.sha256(full).hexdigest()
-            data["value"] = _cut(value, cap)
-            data.pop("value_decoded", None)  # as large as the value: the raw prefix is what is left
+        _cut_meta(data, cap)
         if isinstance(data.get("previous_value"), str):
             data["previous_value"] = _cut(data["previous_value"], cap)
+    for item in data.get("meta", ()):  # a post_snapshot's meta rows
+        _cut_meta(item, cap)
     return e
+
+
+def _cut_meta(data: dict[str, Any], cap: int) -> None:
+    value = data.get("value")
+    if isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) > cap:
+        full = value.encode("utf-8", "surrogatepass")
+        data["value_truncated"] = True
+        data["value_bytes"] = len(full)
+        data["value_sha256"] = hashlib.sha256(full).hexdigest()
+        data["value"] = _cut(value, cap)
+        data.pop("value_decoded", None)  # as large as the value: the raw prefix is what is left
 
 
 def shrink_to_fit(

@@ -23,6 +23,8 @@ from cdc.mapping import Mapper
 from cdc.metrics import Metrics
 from cdc.position import BinlogPosition
 from cdc.sink import Sink
+from cdc.snapshot import Snapshotter
+from cdc.snapshot_requests import RequestInbox
 from cdc.source import BinlogSource
 from cdc.state import LookupUnavailable
 
@@ -56,6 +58,8 @@ class Pipeline:
         stop: threading.Event,
         source_server_id: int,
         progress: ProgressHook | None = None,
+        snapshot: Snapshotter | None = None,
+        inbox: RequestInbox | None = None,
     ) -> None:
         self.config = config
         self.mapper = mapper
@@ -65,12 +69,19 @@ class Pipeline:
         self.stop = stop
         self.source_server_id = source_server_id
         self.progress = progress
+        self.snapshot = snapshot
+        self.inbox = inbox
+        self._accepted: list[str] = []  # request ids to delete from the inbox after the next checkpoint
+        self._last_inbox_poll = 0.0
         self.stats = RunStats()
         self._pending: TransactionEnd | None = None  # last boundary read but not yet committed
         self._unacked = 0
         self._last_commit = time.monotonic()
         self._last_commit_log = time.monotonic()
         self._events_at_last_log = 0
+        self._gtid: str | None = None
+        self.stop_when_snapshot_done = False  # `wpcdc snapshot` without a running `run`
+        self.snapshot_progress: Callable[[Snapshotter], None] | None = None
 
     def stream(self, start: BinlogPosition, *, blocking: bool, stop_at: BinlogPosition | None = None) -> None:
         """Read from `start` until the stop flag (or `stop_at`, or the end of the binlog when not
@@ -79,7 +90,10 @@ class Pipeline:
         interval = self.config.checkpoint.interval_seconds
         max_pending = self.config.checkpoint.max_pending_events
         mapper, sink, metrics, stats, progress = self.mapper, self.sink, self.metrics, self.stats, self.progress
+        snapshot = self.snapshot
         last_progress = 0.0
+        if snapshot is not None:
+            snapshot.chunk = None  # a chunk read before a restart may predate rows read again now
         try:
             for item in source.items():
                 if not metrics.source_up:
@@ -91,6 +105,8 @@ class Pipeline:
                     stats.rows += 1
                     metrics.rows.inc()
                     metrics.source_event(item.timestamp)
+                    if snapshot is not None and snapshot.chunk is not None:
+                        snapshot.observe(item)
                     mapped = mapper.map(item)
                     if mapped.events:
                         for event in mapped.events:
@@ -109,10 +125,15 @@ class Pipeline:
                     continue
                 if type(item) is TransactionEnd:
                     self._pending = item
+                    self._gtid = item.gtid
                     stats.transactions += 1
                     metrics.transactions.inc()
                     metrics.source_event(item.timestamp)
                     now = time.monotonic()
+                    if snapshot is not None:
+                        self._poll_inbox(now)
+                        if snapshot.active:
+                            self._snapshot_at(item)
                     if self._unacked >= max_pending or now - self._last_commit >= interval:
                         self.commit()
                     if progress is not None and now - last_progress >= 0.2:
@@ -123,18 +144,75 @@ class Pipeline:
                     self._dead_letter(item, mapper.undecodable(item))
                 elif type(item) is Idle:
                     metrics.source_idle()
+                    if snapshot is not None:
+                        self._poll_inbox(time.monotonic())
+                    if snapshot is not None and snapshot.active and item.position is not None:
+                        # Nothing else is coming: the heartbeat position is a boundary the stream reached.
+                        self._pending = TransactionEnd(item.position, self._gtid, item.timestamp)
+                        self._snapshot_at(self._pending)
                     if self._pending is not None and time.monotonic() - self._last_commit >= interval:
                         self.commit()
-                if self.stop.is_set():
+                if self.stop.is_set() or (self.stop_when_snapshot_done and snapshot and not snapshot.active):
                     break
         finally:
             metrics.source_up = False
             source.close()
         self.commit()
 
+    def _poll_inbox(self, now: float) -> None:
+        """Take snapshot requests written by `wpcdc snapshot` (see cdc.snapshot_requests)."""
+        if self.inbox is None or now - self._last_inbox_poll < self.config.snapshot.request_poll_seconds:
+            return
+        self._last_inbox_poll = now
+        snapshot = self.snapshot
+        assert snapshot is not None
+        for request in self.inbox.pending():
+            if snapshot.knows(request.id):
+                continue
+            snapshot.request(request)
+            self._accepted.append(request.id)
+            log.info(
+                "snapshot %s requested (%s)", request.id, request.describe(),
+                extra={"event": "snapshot_requested", "snapshot_id": request.id},
+            )  # fmt: skip
+
+    def _snapshot_at(self, end: TransactionEnd) -> None:
+        """Publish the snapshot chunk that is due at this boundary, in stream order."""
+        snapshot = self.snapshot
+        assert snapshot is not None
+        for ready in snapshot.at(end.next_position):
+            sent = 0
+            for row, post in enumerate(ready.posts):
+                mapped = self.mapper.snapshot(ready.snapshot_id, ready.chunk, post, row)
+                for event in mapped.events:
+                    self.sink.send(event)
+                    self.stats.events[event["event_type"]] += 1
+                    self.metrics.published(event["event_type"])
+                    sent += 1
+                if mapped.decode_errors:
+                    self.metrics.decode_errors.inc(mapped.decode_errors)
+                if mapped.filtered is not None:
+                    self.stats.filtered[mapped.filtered] += 1
+                    self.metrics.filtered(mapped.filtered)
+                elif mapped.dead_letter is not None:
+                    self._dead_letter_record(f"snapshot of post {post.row.get('ID')}", mapped.dead_letter)
+            self._unacked += sent
+            self.metrics.snapshot_progress(snapshot)
+            if self.snapshot_progress is not None:
+                self.snapshot_progress(snapshot)
+        for finished in snapshot.completed:
+            log.info(
+                "snapshot %s complete (%d posts read again because they changed during their chunk)",
+                finished, snapshot.retried, extra={"event": "snapshot_complete", "snapshot_id": finished},
+            )  # fmt: skip
+        snapshot.completed.clear()
+
     def _dead_letter(self, item: RowChange | UndecodableRows, record: dict[str, object]) -> None:
+        self._dead_letter_record(f"row(s) at {item.file}:{item.pos} ({item.table})", record)
+
+    def _dead_letter_record(self, what: str, record: dict[str, object]) -> None:
         log.warning(
-            "dead-lettered row(s) at %s:%s (%s): %s", item.file, item.pos, item.table, record["error"],
+            "dead-lettered %s: %s", what, record["error"],
             extra={"event": "dead_letter", "event_id": record["event_id"]},
         )  # fmt: skip
         self.sink.send_dead_letter(record)
@@ -157,7 +235,12 @@ class Pipeline:
         self.stats.last_position = position
         if self.store is None:
             return
-        self.store.save(Checkpoint(position, self.source_server_id, pending.gtid))
+        snapshot = self.snapshot.to_json() if self.snapshot is not None else None
+        self.store.save(Checkpoint(position, self.source_server_id, pending.gtid, snapshot=snapshot))
+        if self.inbox is not None:
+            for request_id in self._accepted:  # recorded in the checkpoint now: safe to forget the file
+                self.inbox.done(request_id)
+            self._accepted.clear()
         self.metrics.checkpointed(position.file, position.pos)
         if self._last_commit - self._last_commit_log >= self.config.log.checkpoint_log_seconds:
             total = sum(self.stats.events.values())
@@ -168,6 +251,10 @@ class Pipeline:
             )  # fmt: skip
             self._last_commit_log = self._last_commit
             self._events_at_last_log = total
+
+    def forget_accepted(self) -> None:
+        """Requests taken since the last checkpoint are taken again from the inbox after a restart."""
+        self._accepted.clear()
 
     def abandon(self) -> None:
         """The sink failed: what it had not acknowledged will be sent again from the checkpoint."""

@@ -6,12 +6,13 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cdc import __version__
 from cdc.checkpoint import Checkpoint, FileCheckpointStore
 from cdc.config import Config
-from cdc.errors import CheckpointError, PreflightError, SinkError
+from cdc.errors import CheckpointError, PositionGoneError, PreflightError, SinkError
 from cdc.http_server import ObservabilityServer
 from cdc.lookup import DatabaseLookup
 from cdc.mapping import Mapper
@@ -19,10 +20,13 @@ from cdc.metrics import Metrics
 from cdc.pipeline import Pipeline, RunStats, supervise
 from cdc.position import BinlogPosition
 from cdc.preflight import check_server, failures
-from cdc.progress import RangeProgress
+from cdc.progress import RangeProgress, SnapshotProgress
 from cdc.server import Server
 from cdc.sink import KafkaProducerSink, Sink, StdoutSink
 from cdc.sink_process import ProcessSink
+from cdc.snapshot import SnapshotRequest, SnapshotState, Snapshotter
+from cdc.snapshot_reader import DatabaseChunkSource
+from cdc.snapshot_requests import CheckpointLock, RequestInbox
 from cdc.state import LookupUnavailable, WordPressState
 
 log = logging.getLogger(__name__)
@@ -53,28 +57,65 @@ def _starting_checkpoint(config: Config, server: Server, store: FileCheckpointSt
             f"{config.mysql.host}:{config.mysql.port} has server_id {source_id}; binlog positions do not carry over",
             "point wpcdc at the server the checkpoint belongs to, or `wpcdc checkpoint reset` and start afresh",
         )
+    mode = config.snapshot.mode
     if cp is None:
         start = server.current_position() if config.source.start_at == "end" else server.oldest_position()
-        cp = store.save(Checkpoint(start, source_id))
+        snapshot = None
+        if mode in ("initial", "when_needed"):
+            snapshot = SnapshotState(SnapshotRequest.new()).to_json()
+            log.info("no checkpoint yet and snapshot.mode=%s: snapshotting every post while streaming", mode)
+        cp = store.save(Checkpoint(start, source_id, snapshot=snapshot))
         log.info("no checkpoint yet: starting at the %s of the binlog, %s", config.source.start_at, start)
-    server.require_position(cp.position)
+    try:
+        server.require_position(cp.position)
+    except PositionGoneError as exc:
+        if mode != "when_needed":
+            raise
+        start = server.current_position()
+        request = SnapshotRequest.new()
+        log.warning(
+            "%s; snapshot.mode=when_needed: streaming restarts at the binlog end %s and snapshot %s publishes "
+            "the current state of every post (the changes in the gap are not published one by one)",
+            exc.problem, start, request.id,
+            extra={"event": "snapshot_when_needed", "position": str(start), "snapshot_id": request.id},
+        )  # fmt: skip
+        cp = store.save(Checkpoint(start, source_id, snapshot=SnapshotState(request).to_json()))
     return cp
 
 
-def run_live(config: Config, sink_kind: str, stop: threading.Event, metrics: Metrics | None = None) -> RunStats:
+def run_live(
+    config: Config,
+    sink_kind: str,
+    stop: threading.Event,
+    metrics: Metrics | None = None,
+    snapshot_request: SnapshotRequest | None = None,
+    snapshot_progress: Callable[[Snapshotter], None] | None = None,
+) -> RunStats:
+    """`run`; with `snapshot_request` (`wpcdc snapshot` when no `run` owns the checkpoint) it also
+    snapshots and returns once that snapshot is complete and checkpointed."""
     metrics = metrics or Metrics()
+    lock = CheckpointLock(config.checkpoint.path)
+    lock.acquire()
     http = None
     if config.metrics.enabled:
         m = config.metrics
         http = ObservabilityServer(metrics, m.host, m.port, m.ready_max_lag_seconds).start()
     try:
-        return _run_live(config, sink_kind, stop, metrics)
+        return _run_live(config, sink_kind, stop, metrics, snapshot_request, snapshot_progress)
     finally:
         if http is not None:
             http.stop()
+        lock.release()
 
 
-def _run_live(config: Config, sink_kind: str, stop: threading.Event, metrics: Metrics) -> RunStats:
+def _run_live(
+    config: Config,
+    sink_kind: str,
+    stop: threading.Event,
+    metrics: Metrics,
+    snapshot_request: SnapshotRequest | None,
+    snapshot_progress: Callable[[Snapshotter], None] | None,
+) -> RunStats:
     store = FileCheckpointStore(config.checkpoint.path)
     with Server(config) as server:
         version = server.version()
@@ -89,7 +130,18 @@ def _run_live(config: Config, sink_kind: str, stop: threading.Event, metrics: Me
     )  # fmt: skip
 
     lookup = DatabaseLookup(config)
+    chunks = DatabaseChunkSource(config)
     mapper = Mapper(WordPressState(lookup), source_id, config.filters, config.mapping)
+    snapshotter = Snapshotter(chunks, config.snapshot.chunk_size)
+    snapshotter.restore(cp.snapshot)
+    if snapshot_request is not None and not snapshotter.knows(snapshot_request.id):
+        snapshotter.request(snapshot_request)
+    if snapshotter.state is not None:
+        log.info(
+            "snapshot %s in progress (%s): %d posts published so far",
+            snapshotter.state.request.id, snapshotter.state.request.describe(), snapshotter.state.done_posts,
+            extra={"event": "snapshot_resumed", "snapshot_id": snapshotter.state.request.id},
+        )  # fmt: skip
     sink_box: list[Sink] = []
 
     def attempt() -> None:
@@ -109,20 +161,32 @@ def _run_live(config: Config, sink_kind: str, stop: threading.Event, metrics: Me
             pipeline.try_commit()
         if isinstance(exc, LookupUnavailable):
             lookup.close()
+            chunks.close()
         current = store.load() or cp
+        # Snapshot chunks published after the last checkpoint may not have reached the broker: the
+        # snapshot resumes from the checkpoint, like the stream.
+        snapshotter.restore(current.snapshot)
+        pipeline.forget_accepted()
         try:
             with Server(config) as server:
                 server.require_position(current.position)
         except PreflightError as err:
             log.warning("source not reachable yet: %s", err.problem)
 
-    pipeline = Pipeline(config, mapper, StdoutSink(), store, metrics, stop, source_id)
+    pipeline = Pipeline(
+        config, mapper, StdoutSink(), store, metrics, stop, source_id,
+        snapshot=snapshotter, inbox=RequestInbox(config.checkpoint.path),
+    )  # fmt: skip
+    pipeline.snapshot_progress = snapshot_progress or _log_snapshot_progress()
+    if snapshot_request is not None:
+        pipeline.stop_when_snapshot_done = True
     try:
         supervise(attempt, recover, config, metrics, stop)
     finally:
         for sink in sink_box:
             sink.close()
         lookup.close()
+        chunks.close()
     final = store.load() or cp
     log.info(
         "stopped; checkpoint at %s, %d events published this run",
@@ -130,6 +194,65 @@ def _run_live(config: Config, sink_kind: str, stop: threading.Event, metrics: Me
         extra={"event": "shutdown", "position": str(final.position)},
     )  # fmt: skip
     return pipeline.stats
+
+
+def _log_snapshot_progress(every: float = 10.0) -> Callable[[Snapshotter], None]:
+    last = [0.0]
+
+    def report(snapshotter: Snapshotter) -> None:
+        state = snapshotter.state
+        now = time.monotonic()
+        if state is None or now - last[0] < every:
+            return
+        last[0] = now
+        log.info(
+            "snapshot %s: %d/%s posts, %.0f posts/s",
+            state.request.id, state.done_posts, state.total_posts if state.total_posts is not None else "?",
+            snapshotter.rate(),
+            extra={"event": "snapshot_progress", "snapshot_id": state.request.id, "done": state.done_posts},
+        )  # fmt: skip
+
+    return report
+
+
+def request_snapshot(config: Config, request: SnapshotRequest) -> bool:
+    """Hand the request to the `run` that owns the checkpoint. False when none does."""
+    lock = CheckpointLock(config.checkpoint.path)
+    if lock.try_acquire():
+        lock.release()
+        return False
+    RequestInbox(config.checkpoint.path).submit(request)
+    return True
+
+
+def follow_snapshot(config: Config, request: SnapshotRequest, bar: SnapshotProgress, stop: threading.Event) -> bool:
+    """Show the progress of a request handed to a running `run` until it completes (True) or the
+    stop flag is set (False). Reads only the checkpoint file and the request directory."""
+    store = FileCheckpointStore(config.checkpoint.path)
+    inbox = RequestInbox(config.checkpoint.path)
+    lock = CheckpointLock(config.checkpoint.path)
+    while not stop.wait(0.5):
+        cp = store.load()
+        state = SnapshotState.from_json(cp.snapshot) if cp is not None and cp.snapshot else None
+        pending = any(r.id == request.id for r in inbox.pending())
+        if state is not None and state.request.id == request.id:
+            bar(request.id, state.done_posts, state.total_posts)
+        elif state is not None and any(q.id == request.id for q in state.queued):
+            bar(request.id, 0, None, f"queued behind snapshot {state.request.id}")
+        elif pending:
+            if lock.try_acquire():
+                lock.release()
+                raise CheckpointError(
+                    f"the wpcdc process that owned {config.checkpoint.path} stopped before taking snapshot "
+                    f"request {request.id}",
+                    "start `wpcdc run` (it takes the request from "
+                    f"{inbox.dir}) or run `wpcdc snapshot` again while none is running",
+                )
+            bar(request.id, 0, None, f"waiting for the running wpcdc (pid {lock.holder() or '?'}) to take it")
+        else:
+            bar(request.id, state.done_posts if state else 0, state.total_posts if state else None, "done", True)
+            return True
+    return False
 
 
 @dataclass

@@ -205,7 +205,10 @@ class BinlogSource:
                 file = ev.next_binlog
                 continue
             if isinstance(ev, HeartbeatLogEvent):
-                yield Idle(ev.timestamp)
+                # A heartbeat is sent only when the dump thread has nothing left to send, so its
+                # log_pos is the end of the last whole transaction in ev.ident (a boundary).
+                at = ev.packet.log_pos
+                yield Idle(ev.timestamp, BinlogPosition(ev.ident, at) if at > 4 and in_txn is not True else None)
                 continue
             if isinstance(ev, (MariadbGtidEvent, GtidEvent)):
                 gtid = ev.gtid

@@ -8,6 +8,8 @@ Shows the two rules a consumer needs:
   each post is enough: anything not after it is a duplicate.
 - Evolve: read `schema_version`; within a version fields are only added, so ignore what you do not
   know; refuse (or route elsewhere) a version you were not written for.
+- Snapshot: a `post_snapshot` replaces everything known about the post (row, meta, terms). Its
+  coordinate is the binlog position where wpcdc published it, so the same ordering rule applies.
 """
 
 from __future__ import annotations
@@ -72,6 +74,15 @@ class PostState:
                 "UPDATE posts SET post_type = ?, status = ?, title = ?, deleted = 0 WHERE blog_id = ? AND post_id = ?",
                 (p["post_type"], p["post_status"], p["post_title"], *key),
             )
+        elif kind == "post_snapshot":
+            p = data["post"]
+            self.db.execute(
+                "UPDATE posts SET post_type = ?, status = ?, title = ?, deleted = 0 WHERE blog_id = ? AND post_id = ?",
+                (p["post_type"], p["post_status"], p["post_title"], *key),
+            )
+            meta = {str(m["meta_id"]): {"key": m["meta_key"], "value": m.get("value_decoded", m["value"])}
+                    for m in data["meta"]}  # fmt: skip
+            terms = {str(t["term_taxonomy_id"]): {"taxonomy": t["taxonomy"], "slug": t["slug"]} for t in data["terms"]}
         elif kind == "post_deleted":
             self.db.execute("UPDATE posts SET deleted = 1 WHERE blog_id = ? AND post_id = ?", key)
         elif kind in ("post_meta_added", "post_meta_updated"):

@@ -1,0 +1,159 @@
+"""Reads snapshot chunks from the WordPress tables: posts by primary key, with their meta and terms,
+in one consistent read bracketed by binlog watermarks (see cdc.snapshot). Read-only: it never writes
+to the server, so it works on a replica."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pymysql
+
+from cdc.config import Config, FilterConfig
+from cdc.server import Server
+from cdc.snapshot import Chunk, SnapshotPost, SnapshotRequest
+from cdc.state import LookupUnavailable
+from cdc.tables import TableKind, TableMatcher, table_name
+
+_DATE_COLUMNS = ("post_date", "post_date_gmt", "post_modified", "post_modified_gmt")
+
+
+class DatabaseChunkSource:
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._prefix = config.wordpress.table_prefix
+        self._filters: FilterConfig = config.filters
+        self._server: Server | None = None
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def _db(self) -> Server:
+        if self._server is None:
+            self._server = Server(self._config)
+            self._server.query(f"USE `{self._config.wordpress.database}`")
+        return self._server
+
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        """A lost connection is transient (the pipeline restarts from its checkpoint and the chunk is
+        read again); anything else is a bug worth stopping for."""
+        try:
+            return fn(*args)
+        except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+            self.close()
+            raise LookupUnavailable(f"snapshot read failed: {exc}") from None
+
+    def blogs(self) -> list[int]:
+        return self._guard(self._blogs)  # type: ignore[no-any-return]
+
+    def _blogs(self) -> list[int]:
+        like = self._prefix.replace("_", "\\_") + "%posts"
+        matcher = TableMatcher(self._prefix)
+        found = set()
+        for (name,) in self._db().query("SHOW TABLES LIKE %s", (like,)):
+            wp = matcher.match(str(name))
+            if wp is not None and wp.kind is TableKind.POSTS:
+                found.add(wp.blog_id)
+        return sorted(found)
+
+    def _where(self, request: SnapshotRequest) -> tuple[str, list[Any]]:
+        clauses, args = [], []
+        f = self._filters
+        if f.exclude_post_types:
+            clauses.append("post_type NOT IN (" + ",".join(["%s"] * len(f.exclude_post_types)) + ")")
+            args += list(f.exclude_post_types)
+        if f.exclude_post_statuses:
+            clauses.append("post_status NOT IN (" + ",".join(["%s"] * len(f.exclude_post_statuses)) + ")")
+            args += list(f.exclude_post_statuses)
+        if request.post_types:
+            clauses.append("post_type IN (" + ",".join(["%s"] * len(request.post_types)) + ")")
+            args += list(request.post_types)
+        if request.post_ids:
+            clauses.append("ID IN (" + ",".join(["%s"] * len(request.post_ids)) + ")")
+            args += list(request.post_ids)
+        if request.modified_since:
+            clauses.append("post_modified_gmt >= %s")
+            args.append(request.modified_since)
+        return (" AND ".join(clauses) or "1=1"), args
+
+    def count(self, blog: int, request: SnapshotRequest) -> int:
+        where, args = self._where(request)
+        table = table_name(self._prefix, blog, TableKind.POSTS)
+        rows = self._guard(self._db().query, f"SELECT COUNT(*) FROM `{table}` WHERE {where}", args)
+        return int(rows[0][0])
+
+    def read(self, blog: int, request: SnapshotRequest, after_id: int, retry: list[int], limit: int) -> Chunk:
+        return self._guard(self._read, blog, request, after_id, retry, limit)  # type: ignore[no-any-return]
+
+    def _read(self, blog: int, request: SnapshotRequest, after_id: int, retry: list[int], limit: int) -> Chunk:
+        db = self._db()
+        posts_t = table_name(self._prefix, blog, TableKind.POSTS)
+        meta_t = table_name(self._prefix, blog, TableKind.POSTMETA)
+        rel_t = table_name(self._prefix, blog, TableKind.TERM_RELATIONSHIPS)
+        tt_t = table_name(self._prefix, blog, TableKind.TERM_TAXONOMY)
+        terms_t = table_name(self._prefix, blog, TableKind.TERMS)
+        where, args = self._where(request)
+        low = db.current_position()
+        read_at = int(time.time())
+        with db.conn.cursor() as cur:
+            # One consistent read for the posts, their meta and their terms: the state at one instant
+            # between the two watermarks.
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            try:
+                cur.execute(
+                    f"SELECT * FROM `{posts_t}` WHERE ID > %s AND {where} ORDER BY ID LIMIT %s",
+                    [after_id, *args, limit],
+                )
+                rows = _dicts(cur)
+                page = [r["ID"] for r in rows]
+                if retry:
+                    marks = ",".join(["%s"] * len(retry))
+                    cur.execute(f"SELECT * FROM `{posts_t}` WHERE ID IN ({marks}) AND {where}", [*retry, *args])
+                    rows += [r for r in _dicts(cur) if r["ID"] <= after_id]  # later ones come in order anyway
+                ids = sorted({r["ID"] for r in rows})
+                meta: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+                terms: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+                if ids:
+                    marks = ",".join(["%s"] * len(ids))
+                    cur.execute(
+                        f"SELECT meta_id, post_id, meta_key, meta_value FROM `{meta_t}` "
+                        f"WHERE post_id IN ({marks}) ORDER BY meta_id",
+                        ids,
+                    )
+                    for m in _dicts(cur):
+                        meta[m["post_id"]].append(m)
+                    cur.execute(
+                        f"SELECT tr.object_id, tr.term_taxonomy_id, tr.term_order, tt.taxonomy, tt.term_id, "
+                        f"t.slug, t.name FROM `{rel_t}` tr "
+                        f"LEFT JOIN `{tt_t}` tt ON tt.term_taxonomy_id = tr.term_taxonomy_id "
+                        f"LEFT JOIN `{terms_t}` t ON t.term_id = tt.term_id "
+                        f"WHERE tr.object_id IN ({marks}) ORDER BY tr.object_id, tr.term_taxonomy_id",
+                        ids,
+                    )
+                    for t in _dicts(cur):
+                        terms[t.pop("object_id")].append(t)
+            finally:
+                cur.execute("COMMIT")
+        high = db.current_position()
+        by_id = {r["ID"]: r for r in rows}
+        for r in by_id.values():
+            for col in _DATE_COLUMNS:
+                if isinstance(r.get(col), str) and r[col].startswith("0000-00-00"):
+                    r[col] = None  # as the binlog decoder gives a zero date
+        return Chunk(
+            blog=blog,
+            table=posts_t,
+            low=low,
+            high=high,
+            posts=[SnapshotPost(by_id[i], meta[i], terms[i]) for i in ids],
+            last_id=max(page) if page else after_id,
+            blog_done=len(page) < limit,
+            read_at=read_at,
+        )
+
+
+def _dicts(cur: Any) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
