@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -91,6 +92,22 @@ class WordPressStream:
         events = self._events_between(start, end, timeout)
         return Op(result, events, [self.keys[e["event_id"]] for e in events], start, end)
 
+    def cli(self, *args: str, timeout: float = 120) -> Op:
+        """Run `wpcdc <args> --config <the streamer's config>` and collect the events it caused."""
+        start = self.site.position()
+        done = self.site.cli(*args, timeout=timeout)
+        assert done.returncode == 0, done.stderr
+        end = self.site.position()
+        # A snapshot event sits at its chunk's high watermark, which can equal either end of the range:
+        # take the range inclusively and tell snapshots apart by the id the command printed.
+        ids = set(re.findall(r"snapshot (\S+) ", done.stderr))
+        events = [
+            e
+            for e in self._events_between(start, end, timeout, inclusive=True)
+            if e["event_type"] != "post_snapshot" or e["data"]["snapshot_id"] in ids
+        ]
+        return Op(done.stderr, events, [self.keys[e["event_id"]] for e in events], start, end)
+
     def replay(self, op: Op, **filters: Any) -> list[dict[str, Any]]:
         """The same binlog range through `wpcdc replay --sink stdout`, with other filter settings."""
         config = json.loads(json.dumps(self.site.config, default=str))
@@ -108,7 +125,7 @@ class WordPressStream:
             assert_schema_valid(e)
         return _in_binlog_order(events)
 
-    def _events_between(self, start: str, end: str, timeout: float) -> list[dict[str, Any]]:
+    def _events_between(self, start: str, end: str, timeout: float, inclusive: bool = False) -> list[dict[str, Any]]:
         lo, hi = _pos(start), _pos(end)
         deadline = time.monotonic() + timeout
         while True:
@@ -132,7 +149,12 @@ class WordPressStream:
                     assert_schema_valid(value)
                     self.keys[value["event_id"]] = m.key.decode()
                     self.seen.append(value)
-        return _in_binlog_order([e for e in self.seen if lo <= (e["source"]["file"], e["source"]["pos"]) < hi])
+
+        def inside(e: dict[str, Any]) -> bool:
+            at = (e["source"]["file"], e["source"]["pos"])
+            return lo <= at < hi or (inclusive and at == hi)
+
+        return _in_binlog_order([e for e in self.seen if inside(e)])
 
     def _checkpoint(self) -> tuple[str, int] | None:
         try:
@@ -161,7 +183,11 @@ def wp(stack: Stack, wordpress: WordPress, tmp_path_factory: pytest.TempPathFact
     site = Site(
         stack,
         tmp_path_factory.mktemp("e2e-streamer"),
-        {"mysql": {"heartbeat_seconds": 0.2}, "checkpoint": {"interval_seconds": 0.1}},
+        {
+            "mysql": {"heartbeat_seconds": 0.2},
+            "checkpoint": {"interval_seconds": 0.1},
+            "snapshot": {"chunk_size": 10, "request_poll_seconds": 0.1},
+        },
         database=wordpress.database,
     )
     site.set_checkpoint(site.position())

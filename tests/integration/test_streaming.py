@@ -6,6 +6,7 @@ import json
 import signal
 import time
 from collections import Counter, defaultdict
+from typing import Any
 
 import orjson
 import pytest
@@ -239,7 +240,9 @@ def test_multisite_blog_tables_and_keys(site: Site) -> None:
     }
 
 
-def test_purged_checkpoint_fails_with_the_documented_error(site: Site) -> None:
+def test_purged_checkpoint_fails_with_the_documented_error_unless_when_needed_snapshots(site: Site) -> None:
+    kept = site.insert_post("Survives the purge", status="publish")
+    site.sql(f"INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES ({kept}, 'colour', 'red')")
     site.set_checkpoint()
     site.sql("FLUSH BINARY LOGS")
     newest = site.position().split(":")[0]
@@ -264,6 +267,49 @@ def test_purged_checkpoint_fails_with_the_documented_error(site: Site) -> None:
     assert "no longer has" in out and f"oldest available: {newest}" in out and "fix:" in out
     assert "Traceback" not in out
     assert site.consume(idle=1.0) == []
+
+    # snapshot.mode=when_needed (explicit opt-in): restart at the binlog end and snapshot every post.
+    site.config["snapshot"] = {"mode": "when_needed"}
+    site.write_config()
+    s = site.streamer()
+    try:
+        records = site.consume(expect=1, timeout=30)
+    finally:
+        assert s.stop() == 0, s.output()
+    assert "snapshot.mode=when_needed" in s.output()
+    assert [(r.value["event_type"], r.value["post_id"]) for r in records] == [("post_snapshot", kept)]
+    snap = records[0].value["data"]
+    assert snap["post"]["post_title"] == "Survives the purge"
+    assert [(m["meta_key"], m["value"]) for m in snap["meta"]] == [("colour", "red")]
+
+
+def test_initial_snapshot_then_the_stream(make_site: Any) -> None:
+    site = make_site(snapshot={"mode": "initial", "chunk_size": 2})
+    site.sql("INSERT INTO wp_terms (name, slug) VALUES ('News', 'news')")
+    site.sql("INSERT INTO wp_term_taxonomy (term_id, taxonomy, description) VALUES (LAST_INSERT_ID(), 'category', '')")
+    ids = [site.insert_post(f"Old {i}", status="publish") for i in range(5)]
+    site.insert_post("Editor placeholder", status="auto-draft")
+    site.sql(f"INSERT INTO wp_term_relationships (object_id, term_taxonomy_id) VALUES ({ids[0]}, 1)")
+    assert not site.checkpoint_path.exists()
+    s = site.streamer()
+    try:
+        first = site.consume(expect=5, timeout=30)
+        site.sql(f"UPDATE wp_posts SET post_title = 'New 0' WHERE ID = {ids[0]}")
+        records = site.consume(expect=6, timeout=30)
+    finally:
+        assert s.stop() == 0, s.output()
+    assert sorted(r.value["post_id"] for r in first) == ids, "every post once; the auto-draft is filtered"
+    assert {r.value["event_type"] for r in first} == {"post_snapshot"}
+    assert next(r for r in first if r.value["post_id"] == ids[0]).value["data"]["terms"][0]["slug"] == "news"
+    update = [r for r in records if r.value["event_type"] == "post_updated"]
+    assert len(update) == 1 and update[0].key == f"1:{ids[0]}"
+    same_key = [r for r in records if r.key == f"1:{ids[0]}"]
+    assert [r.value["event_type"] for r in sorted(same_key, key=lambda r: r.offset)] == [
+        "post_snapshot",
+        "post_updated",
+    ]
+    saved = json.loads(site.checkpoint_path.read_text())
+    assert "snapshot" not in saved, "a finished snapshot leaves nothing behind in the checkpoint"
 
 
 def test_check_reports_missing_row_metadata(site: Site) -> None:
