@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test unit lint bench demo venv mariadb wordpress schemas clean
+.PHONY: test unit lint bench bench-snapshot demo venv mariadb wordpress schemas clean
 
 venv: $(STAMP)
 
@@ -48,6 +48,9 @@ schemas: venv
 
 bench: venv mariadb
 	$(PY) bench/bench.py
+
+bench-snapshot: venv mariadb
+	$(PY) bench/bench_snapshot.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

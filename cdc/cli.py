@@ -3,12 +3,13 @@ stack trace, and exit with the code of their class (see cdc.errors)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -228,6 +229,19 @@ def _utc_datetime(text: str | None) -> str | None:
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
 
+@contextlib.contextmanager
+def _no_running_streamer(config: Config) -> Iterator[None]:
+    """A running `run` would overwrite the change at its next checkpoint: refuse instead."""
+    from cdc.snapshot_requests import CheckpointLock
+
+    lock = CheckpointLock(config.checkpoint.path)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @main.group()
 def checkpoint() -> None:
     """Show, set or reset the stored checkpoint."""
@@ -264,7 +278,8 @@ def checkpoint_set(config_path: Path, position: str) -> None:
     with Server(config) as server:
         server.require_position(pos, "position")
         source_id = server.server_id()
-    saved = FileCheckpointStore(config.checkpoint.path).save(Checkpoint(pos, source_id))
+    with _no_running_streamer(config):
+        saved = FileCheckpointStore(config.checkpoint.path).save(Checkpoint(pos, source_id))
     click.echo(json.dumps(saved.to_json(), indent=2))
 
 
@@ -276,7 +291,8 @@ def checkpoint_reset(config_path: Path) -> None:
     from cdc.checkpoint import FileCheckpointStore
 
     config = _load(config_path)
-    removed = FileCheckpointStore(config.checkpoint.path).reset()
+    with _no_running_streamer(config):
+        removed = FileCheckpointStore(config.checkpoint.path).reset()
     click.echo(("removed " if removed else "there was no checkpoint at ") + str(config.checkpoint.path), err=True)
 
 

@@ -317,7 +317,8 @@ class Mapper:
         try:
             post_id = _int(image, "ID")
             post_type, status = _str(image, "post_type"), _str(image, "post_status")
-            self.state.set_post(blog, post_id, PostInfo(post_type, status))
+            # The post cache is left alone: at the high watermark the stream has already told it as
+            # much, and filling it from a 200k-post site would cost memory for nothing.
             reason = self._excluded(post_type, status)
             if reason:
                 return Mapped(filtered=reason)

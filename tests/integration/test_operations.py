@@ -168,3 +168,21 @@ def test_consumer_example_builds_post_state_and_skips_duplicates(site: Site, tmp
     assert rows[0][:3] == (a, "publish", "alpha")
     assert list(json.loads(rows[0][3]).values()) == [{"key": "tags", "value": ["x"]}]
     assert rows[1][:3] == (b, "publish", "beta 2")
+
+
+def test_one_streamer_per_checkpoint(site: Site) -> None:
+    site.set_checkpoint()
+    first = site.streamer()
+    try:
+        deadline = time.monotonic() + 30
+        while "connected to the binlog" not in first.output():
+            assert time.monotonic() < deadline, first.output()
+            time.sleep(0.1)
+        second = site.cli("run", timeout=30)
+        moved = site.cli("checkpoint", "set", site.start)
+    finally:
+        assert first.stop() == 0, first.output()
+    for result in (second, moved):
+        assert result.returncode == 5, result.stderr
+        assert f"another wpcdc process (pid {first.proc.pid})" in result.stderr and "fix:" in result.stderr
+    assert site.cli("checkpoint", "set", site.start).returncode == 0, "free again once it stopped"
