@@ -365,22 +365,12 @@ class Mapper:
     def _snapshot_dead_letter(
         self, snapshot_id: str, chunk: Chunk, post: SnapshotPost, row: int, exc: Exception
     ) -> dict[str, Any]:
-        blog = chunk.blog
         post_id = post.row.get("ID") if isinstance(post.row.get("ID"), int) else None
-        reason = str(exc) if isinstance(exc, MappingError) else f"{type(exc).__name__}: {exc}"
-        return {
-            "event_type": ev.DEAD_LETTER,
-            "event_id": f"{self.server_id}:snapshot:{snapshot_id}:{blog}:{post_id}:dead_letter",
-            "schema_version": ev.SCHEMA_VERSION,
-            "occurred_at": self._occurred_at(chunk.read_at),
-            "blog_id": blog,
-            "post_id": post_id,
-            "source": self._snapshot_source(chunk, row),
-            "error": f"snapshot of this post failed: {reason}",
-            "op": "insert",
-            "before": None,
-            "after": _raw_image(post.row),
-        }
+        return self._dead_letter_record(
+            f"{self.server_id}:snapshot:{snapshot_id}:{chunk.blog}:{post_id}:dead_letter", chunk.read_at, chunk.blog,
+            post_id, self._snapshot_source(chunk, row), f"snapshot of this post failed: {_reason(exc)}",
+            "insert", None, post.row,
+        )  # fmt: skip
 
     def _meta_value(self, data: dict[str, Any], value: str | None) -> int:
         """Sets value (and value_decoded or value_decode_error); returns 1 on a decode error."""
@@ -465,20 +455,32 @@ class Mapper:
             if isinstance(image.get(col), int):
                 post_id = image[col]
                 break
-        reason = str(exc) if isinstance(exc, MappingError) else f"{type(exc).__name__}: {exc}"
+        return self._dead_letter_record(
+            f"{self.server_id}:{c.file}:{c.pos}:{c.row}:dead_letter", c.timestamp, c.wp.blog_id, post_id,
+            self._source(c), _reason(exc), c.op, c.before, c.after,
+        )  # fmt: skip
+
+    def _dead_letter_record(
+        self, event_id: str, ts: int, blog: int, post_id: int | None, source: dict[str, Any], error: str, op: str,
+        before: dict[str, Any] | None, after: dict[str, Any] | None,
+    ) -> dict[str, Any]:  # fmt: skip
         return {
             "event_type": ev.DEAD_LETTER,
-            "event_id": f"{self.server_id}:{c.file}:{c.pos}:{c.row}:dead_letter",
+            "event_id": event_id,
             "schema_version": ev.SCHEMA_VERSION,
-            "occurred_at": self._occurred_at(c.timestamp),
-            "blog_id": c.wp.blog_id,
+            "occurred_at": self._occurred_at(ts),
+            "blog_id": blog,
             "post_id": post_id,
-            "source": self._source(c),
-            "error": reason,
-            "op": c.op,
-            "before": _raw_image(c.before),
-            "after": _raw_image(c.after),
+            "source": source,
+            "error": error,
+            "op": op,
+            "before": _raw_image(before),
+            "after": _raw_image(after),
         }
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, MappingError) else f"{type(exc).__name__}: {exc}"
 
 
 # -- value helpers ---------------------------------------------------------------------------------

@@ -59,20 +59,19 @@ class DatabaseChunkSource:
         return sorted(found)
 
     def _where(self, request: SnapshotRequest) -> tuple[str, list[Any]]:
-        clauses, args = [], []
         f = self._filters
-        if f.exclude_post_types:
-            clauses.append("post_type NOT IN (" + ",".join(["%s"] * len(f.exclude_post_types)) + ")")
-            args += list(f.exclude_post_types)
-        if f.exclude_post_statuses:
-            clauses.append("post_status NOT IN (" + ",".join(["%s"] * len(f.exclude_post_statuses)) + ")")
-            args += list(f.exclude_post_statuses)
-        if request.post_types:
-            clauses.append("post_type IN (" + ",".join(["%s"] * len(request.post_types)) + ")")
-            args += list(request.post_types)
-        if request.post_ids:
-            clauses.append("ID IN (" + ",".join(["%s"] * len(request.post_ids)) + ")")
-            args += list(request.post_ids)
+        clauses: list[str] = []
+        args: list[Any] = []
+
+        def among(column: str, values: Any, negate: bool = False) -> None:
+            if values:
+                clauses.append(f"{column} {'NOT IN' if negate else 'IN'} ({','.join(['%s'] * len(values))})")
+                args.extend(values)
+
+        among("post_type", f.exclude_post_types, negate=True)
+        among("post_status", f.exclude_post_statuses, negate=True)
+        among("post_type", request.post_types)
+        among("ID", request.post_ids)
         if request.modified_since:
             clauses.append("post_modified_gmt >= %s")
             args.append(request.modified_since)

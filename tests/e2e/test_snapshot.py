@@ -187,6 +187,12 @@ def test_targeted_snapshot_by_ids_and_by_modified_date(wp: WordPressStream) -> N
     assert {(t["taxonomy"], t["slug"]) for t in one["terms"]} == {("category", "snap-t"), ("post_tag", "t2"),
                                                                    ("post_tag", "shared")}  # fmt: skip
 
+    op = wp.cli("snapshot", "--post-type", "page", "--blog", "1")
+    pages = [e for e in op.events if e["event_type"] == "post_snapshot"]
+    assert pages and all(e["post_type"] == "page" and e["blog_id"] == 1 for e in pages)
+    assert {ids[0]} <= {e["post_id"] for e in pages}, "the population's page (i=0) is among them"
+    assert not {ids[1], ids[2]} & {e["post_id"] for e in pages}
+
     time.sleep(1.1)  # post_modified has one-second resolution
     since = wp.wp.php("return gmdate('Y-m-d\\\\TH:i:s\\\\Z');")
     time.sleep(1.1)

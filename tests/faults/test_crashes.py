@@ -4,6 +4,7 @@ checkpoint location that fills up or turns read-only."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -94,7 +95,8 @@ def test_checkpoint_disk_full_stops_with_a_clear_error(site: Site, tmp_path: Pat
         site.set_checkpoint()
         s = site.streamer()
         time.sleep(2)
-        (mnt / "filler").write_bytes(b"\0" * 60_000)  # fill it: the next checkpoint write fails
+        st = os.statvfs(mnt)  # fill what is left (the checkpoint and its lock file hold some): the next write fails
+        (mnt / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize))
         try:
             (mnt / "filler2").write_bytes(b"\0" * 8192)
         except OSError:
