@@ -84,18 +84,7 @@ def _int24(signed: bool) -> Decoder:
     return dec
 
 
-def _text(length_size: int, charset: str | None) -> Decoder:
-    if charset is None:
-        encoding: str | None = "utf-8"
-    else:
-        from pymysqlreplication.row_event import RowsEvent
-
-        encoding = RowsEvent.charset_to_encoding(charset)
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            encoding = None  # the library returns the raw bytes for codecs Python lacks (e.g. binary)
-
+def _text(length_size: int, encoding: str | None) -> Decoder:
     def dec(data: bytes, pos: int) -> tuple[Any, int]:
         end = pos + length_size
         n = data[pos] if length_size == 1 else int.from_bytes(data[pos:end], "little")
@@ -159,57 +148,123 @@ def _year(data: bytes, pos: int) -> tuple[Any, int]:
     return data[pos] + 1900, pos + 1
 
 
-def _decoder(column: Any, unsigned: bool) -> Decoder | None:
+# How the generated straight-line code reads a column: ("fixed", struct format), ("text", length
+# size, encoding or None for raw bytes) or ("call", decoder) for the rest.
+Spec = tuple[Any, ...]
+
+
+def _decoder(column: Any, unsigned: bool) -> tuple[Decoder, Spec] | None:
     t = column.type
-    if t == FIELD_TYPE.TINY:
-        return _fixed("<B" if unsigned else "<b")
-    if t == FIELD_TYPE.SHORT:
-        return _fixed("<H" if unsigned else "<h")
-    if t == FIELD_TYPE.LONG:
-        return _fixed("<I" if unsigned else "<i")
-    if t == FIELD_TYPE.LONGLONG:
-        return _fixed("<Q" if unsigned else "<q")
+    fixed = {
+        FIELD_TYPE.TINY: "B" if unsigned else "b",
+        FIELD_TYPE.SHORT: "H" if unsigned else "h",
+        FIELD_TYPE.LONG: "I" if unsigned else "i",
+        FIELD_TYPE.LONGLONG: "Q" if unsigned else "q",
+        FIELD_TYPE.FLOAT: "f",
+        FIELD_TYPE.DOUBLE: "d",
+    }.get(t)
+    if fixed is not None:
+        return _fixed("<" + fixed), ("fixed", fixed)
+    if t in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING, FIELD_TYPE.BLOB):
+        size = column.length_size if t == FIELD_TYPE.BLOB else (2 if column.max_length > 255 else 1)
+        encoding = _encoding(column.character_set_name)
+        return _text(size, encoding), ("text", size, encoding)
+    dec: Decoder | None = None
     if t == FIELD_TYPE.INT24:
-        return _int24(not unsigned)
-    if t == FIELD_TYPE.FLOAT:
-        return _fixed("<f")
-    if t == FIELD_TYPE.DOUBLE:
-        return _fixed("<d")
-    if t in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING):
-        return _text(2 if column.max_length > 255 else 1, column.character_set_name)
-    if t == FIELD_TYPE.BLOB:
-        return _text(column.length_size, column.character_set_name)
-    if t == FIELD_TYPE.DATETIME2:
-        return _datetime2(column.fsp)
-    if t == FIELD_TYPE.TIMESTAMP2:
-        return _timestamp2(column.fsp)
-    if t == FIELD_TYPE.DATE:
-        return _date
-    if t == FIELD_TYPE.YEAR:
-        return _year
-    return None
+        dec = _int24(not unsigned)
+    elif t == FIELD_TYPE.DATETIME2:
+        dec = _datetime2(column.fsp)
+    elif t == FIELD_TYPE.TIMESTAMP2:
+        dec = _timestamp2(column.fsp)
+    elif t == FIELD_TYPE.DATE:
+        dec = _date
+    elif t == FIELD_TYPE.YEAR:
+        dec = _year
+    return (dec, ("call", dec)) if dec is not None else None
 
 
 class _Plan:
-    __slots__ = ("columns", "full_bitmap", "null_bytes")
+    __slots__ = ("columns", "full_bitmap", "no_nulls", "no_nulls_padded", "null_bytes", "straight")
 
-    def __init__(self, columns: list[tuple[str, Decoder]]) -> None:
+    def __init__(self, columns: list[tuple[str, Decoder]], specs: list[Spec]) -> None:
         n = len(columns)
         self.columns = columns
         self.null_bytes = (n + 7) // 8
         self.full_bitmap = ((1 << n) - 1).to_bytes(self.null_bytes, "little") if n else b""
+        # A row without NULLs: the servers set the bitmap's unused high bits (seen: 0xf0 for 4 columns).
+        self.no_nulls = bytes(self.null_bytes)
+        self.no_nulls_padded = (((1 << (8 * self.null_bytes)) - 1) ^ ((1 << n) - 1)).to_bytes(self.null_bytes, "little")
+        self.straight = _generate([name for name, _ in columns], specs)
+
+
+def _generate(names: list[str], specs: list[Spec]) -> Callable[[bytes, int], tuple[dict[str, Any], int]]:
+    """One function per table for rows without NULLs (every row of WordPress's NOT NULL columns):
+    straight-line reads, adjacent fixed-width columns in one struct call, no per-column calls for
+    text. Same values as the per-column loop, which still handles rows with NULLs."""
+    env: dict[str, Any] = {"int_from_bytes": int.from_bytes}
+    lines = ["def decode(data, pos):"]
+    i = 0
+    while i < len(specs):
+        spec = specs[i]
+        if spec[0] == "fixed":
+            j = i
+            fmt = "<"
+            while j < len(specs) and specs[j][0] == "fixed":
+                fmt += specs[j][1]
+                j += 1
+            st = struct.Struct(fmt)
+            env[f"s{i}"] = st.unpack_from
+            targets = "".join(f"v{k}, " for k in range(i, j))
+            lines.append(f"    {targets}= s{i}(data, pos)")
+            lines.append(f"    pos += {st.size}")
+            i = j
+            continue
+        if spec[0] == "text":
+            size, encoding = spec[1], spec[2]
+            if size == 1:
+                lines.append("    n = data[pos]")
+            else:
+                lines.append(f"    n = int_from_bytes(data[pos : pos + {size}], 'little')")
+            lines.append(f"    pos += {size}")
+            read = "data[pos : pos + n]"
+            lines.append(f"    v{i} = {read}.decode({encoding!r})" if encoding is not None else f"    v{i} = {read}")
+            lines.append("    pos += n")
+        else:
+            env[f"d{i}"] = spec[1]
+            lines.append(f"    v{i}, pos = d{i}(data, pos)")
+        i += 1
+    body = ", ".join(f"{name!r}: v{k}" for k, name in enumerate(names))
+    lines.append(f"    return {{{body}}}, pos")
+    # Column names and encodings enter the source only as repr() literals; the rest is fixed text.
+    exec(compile("\n".join(lines), "<wpcdc row decoder>", "exec"), env)
+    return env["decode"]  # type: ignore[no-any-return]
+
+
+def _encoding(charset: str | None) -> str | None:
+    if charset is None:
+        return "utf-8"
+    from pymysqlreplication.row_event import RowsEvent
+
+    encoding: str = RowsEvent.charset_to_encoding(charset)
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        return None  # the library returns the raw bytes for codecs Python lacks (e.g. binary)
+    return encoding
 
 
 def _compile(table: Any) -> _Plan | None:
     columns = []
+    specs = []
     for col in table.columns:
         if not col.name:
             return None  # no column names (binlog_row_metadata != FULL): the library's path handles it
-        dec = _decoder(col, bool(getattr(col, "unsigned", False)))
-        if dec is None:
+        found = _decoder(col, bool(getattr(col, "unsigned", False)))
+        if found is None:
             return None
-        columns.append((col.name, dec))
-    return _Plan(columns)
+        columns.append((col.name, found[0]))
+        specs.append(found[1])
+    return _Plan(columns, specs)
 
 
 class _FastRows:
@@ -232,12 +287,16 @@ class _FastRows:
         data, start = raw._data, raw._position
         pos = start + plan.null_bytes
         nulls = data[start:pos]
-        values: dict[str, Any] = {}
-        for i, (name, dec) in enumerate(plan.columns):
-            if nulls[i >> 3] & (1 << (i & 7)):
-                values[name] = None
-            else:
-                values[name], pos = dec(data, pos)
+        values: dict[str, Any]
+        if nulls == plan.no_nulls_padded or nulls == plan.no_nulls:
+            values, pos = plan.straight(data, pos)
+        else:
+            values = {}
+            for i, (name, dec) in enumerate(plan.columns):
+                if nulls[i >> 3] & (1 << (i & 7)):
+                    values[name] = None
+                else:
+                    values[name], pos = dec(data, pos)
         if pos > len(data):
             raise ValueError("row image runs past the end of the event")
         raw._position = pos

@@ -67,11 +67,25 @@ def test_fast_decoding_is_identical_to_the_library(site: Site, monkeypatch: pyte
         return plan
 
     monkeypatch.setattr(fast_decoding, "_compile", spy)
+    straight_rows = [0]
+    real_generate = fast_decoding._generate
+
+    def counting(*args: Any) -> Any:
+        decode = real_generate(*args)
+
+        def count(data: bytes, pos: int) -> Any:
+            straight_rows[0] += 1
+            return decode(data, pos)
+
+        return count
+
+    monkeypatch.setattr(fast_decoding, "_generate", counting)
     monkeypatch.setenv("WPCDC_MYSQL_PASSWORD", MYSQL_PASSWORD)
     fast = decode(site, fast=True)
     library = decode(site, fast=False)
 
     assert ("wp_posts", True) in compiled, "the fast path was not used for wp_posts"
+    assert straight_rows[0] >= 3, "rows without NULLs take the generated straight-line decoder"
     assert ("wp_postmeta", False) in compiled, "DECIMAL/JSON must fall back to the library"
     assert len(fast) == 7  # 2 inserts, 1 update, 1 meta insert, a 2-row update, 1 delete
     assert fast == library
