@@ -11,7 +11,10 @@ Two hot spots on a WordPress binlog (see shared/notes/binlog-pitfalls.md):
    a per-table plan of small decoders reads straight from the packet buffer. Anything else
    (DECIMAL, JSON, ENUM/SET, BIT, TIME, partial images) goes through the library unchanged.
 
-Both are switched per reader by an attribute on its control connection (every event is handed
+3. Transaction boundaries: a GTID and an XID event per transaction, each built through the
+   library's generic constructor; FastPacketWrapper sets their few attributes directly.
+
+All are switched per reader by an attribute on its control connection (every event is handed
 that connection), so `source.fast_decoding: false` restores the library's own code paths; a test
 decodes the same binlog both ways and compares every event.
 """
@@ -24,6 +27,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from pymysqlreplication import binlogstream
 from pymysqlreplication.binlogstream import BinLogPacketWrapper
 from pymysqlreplication.constants import BINLOG, FIELD_TYPE
 from pymysqlreplication.event import BinLogEvent
@@ -319,9 +323,83 @@ class FastDeleteRowsEvent(_FastRows, DeleteRowsEvent):
 EVENT_CLASSES = (MemoTableMapEvent, FastWriteRowsEvent, FastUpdateRowsEvent, FastDeleteRowsEvent)
 
 
+# -- transaction boundaries ------------------------------------------------------------------------
+
+_HEADER = struct.Struct("<cIBIIIH")
+_XID = struct.Struct("<Q")
+_MARIADB_GTID = struct.Struct("<QIB")
+
+
+class FastPacketWrapper(BinLogPacketWrapper):
+    """Every transaction costs a GTID and an XID event besides its rows; the library builds each
+    through a generic constructor with a dozen keyword arguments. For those two this sets the same
+    attributes directly (all of them, so the objects are indistinguishable); every other event, and
+    every event of a reader without the switch, takes the library's constructor."""
+
+    def __init__(self, from_packet: Any, table_map: Any, ctl_connection: Any, *args: Any, **kwargs: Any) -> None:
+        event_type = from_packet._data[from_packet._position + 5]  # after the OK byte and the timestamp
+        if (
+            event_type not in (BINLOG.XID_EVENT, BINLOG.MARIADB_GTID_EVENT)
+            or getattr(ctl_connection, MEMO_ATTRIBUTE, None) is None
+        ):
+            super().__init__(from_packet, table_map, ctl_connection, *args, **kwargs)
+            return
+        params = _wrapper_params(args, kwargs)
+        event_class = self._BinLogPacketWrapper__event_map[event_type]  # type: ignore[attr-defined]
+        if params["verify_checksum"] or event_class not in params["allowed_events"]:
+            super().__init__(from_packet, table_map, ctl_connection, *args, **kwargs)
+            return
+        self._BinLogPacketWrapper__data_buffer = b""
+        self.packet = from_packet
+        self.charset = ctl_connection.charset
+        self.enable_logging = params["enable_logging"]
+        self.use_column_name_cache = params["use_column_name_cache"]
+        _, self.timestamp, self.event_type, self.server_id, self.event_size, self.log_pos, self.flags = _HEADER.unpack(
+            from_packet.read(20)
+        )
+        self.read_bytes = 0  # the library reads the header from the raw packet, not through self.read
+        ev = event_class.__new__(event_class)
+        ev.packet = self
+        ev.table_map = table_map
+        ev.event_type = event_type
+        ev.timestamp = self.timestamp
+        ev.event_size = self.event_size - (23 if params["use_checksum"] else 19)
+        ev._post_header_lengths = params["post_header_lengths"]
+        ev._ctl_connection = ctl_connection
+        ev.mysql_version = params["mysql_version"]
+        ev._ignore_decode_errors = params["ignore_decode_errors"]
+        ev._verify_checksum = False
+        ev._is_event_valid = None
+        ev._processed = True
+        ev.complete = True
+        ev.dbms = ctl_connection._get_dbms()
+        if event_type == BINLOG.XID_EVENT:
+            ev.xid = _XID.unpack(self.read(8))[0]
+        else:
+            ev.server_id = self.server_id
+            ev.gtid_seq_no, ev.domain_id, ev.flags = _MARIADB_GTID.unpack(self.read(13))
+            ev.gtid = f"{ev.domain_id}-{ev.server_id}-{ev.gtid_seq_no}"
+        self.event = ev
+
+
+_WRAPPER_PARAMS = (
+    "mysql_version", "use_checksum", "allowed_events", "only_tables", "ignored_tables", "only_schemas",
+    "ignored_schemas", "freeze_schema", "ignore_decode_errors", "verify_checksum", "optional_meta_data",
+    "enable_logging", "use_column_name_cache", "post_header_lengths",
+)  # fmt: skip
+
+
+def _wrapper_params(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {"use_column_name_cache": False, "post_header_lengths": None}
+    params.update(zip(_WRAPPER_PARAMS, args, strict=False))
+    params.update(kwargs)
+    return params
+
+
 def install() -> None:
     """Make the library build these classes. Without the attribute on the control connection they
     behave exactly like the library's own."""
+    binlogstream.BinLogPacketWrapper = FastPacketWrapper  # type: ignore[misc]
     event_map = BinLogPacketWrapper._BinLogPacketWrapper__event_map  # type: ignore[attr-defined]
     event_map[BINLOG.TABLE_MAP_EVENT] = MemoTableMapEvent
     for v in (BINLOG.WRITE_ROWS_EVENT_V1, BINLOG.WRITE_ROWS_EVENT_V2):

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cdc import fast_decoding
-from cdc.changes import RowChange
+from cdc.changes import RowChange, TransactionEnd
 from cdc.config import parse_config
 from cdc.devstack import MYSQL_PASSWORD
 from cdc.position import BinlogPosition
@@ -23,9 +23,13 @@ def decode(site: Site, fast: bool) -> list[tuple[Any, ...]]:
     cfg["source"] = {**cfg.get("source", {}), "fast_decoding": fast}
     file, pos = site.start.split(":")
     source = BinlogSource(parse_config(cfg), BinlogPosition(file, int(pos)), blocking=False)
-    return [
-        (c.op, c.table, c.before, c.after, c.file, c.pos, c.row) for c in source.items() if isinstance(c, RowChange)
-    ]
+    out: list[tuple[Any, ...]] = []
+    for c in source.items():
+        if isinstance(c, RowChange):
+            out.append((c.op, c.table, c.before, c.after, c.file, c.pos, c.row, c.gtid, c.timestamp))
+        elif isinstance(c, TransactionEnd):  # built from the XID/GTID events the fast wrapper makes
+            out.append(("end", str(c.next_position), c.gtid, c.timestamp))
+    return out
 
 
 def test_fast_decoding_is_identical_to_the_library(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,24 +84,35 @@ def test_fast_decoding_is_identical_to_the_library(site: Site, monkeypatch: pyte
         return count
 
     monkeypatch.setattr(fast_decoding, "_generate", counting)
+    lean_boundaries = [0]
+    real_params = fast_decoding._wrapper_params
+
+    def count_params(*args: Any) -> Any:
+        lean_boundaries[0] += 1
+        return real_params(*args)
+
+    monkeypatch.setattr(fast_decoding, "_wrapper_params", count_params)
     monkeypatch.setenv("WPCDC_MYSQL_PASSWORD", MYSQL_PASSWORD)
     fast = decode(site, fast=True)
     library = decode(site, fast=False)
 
     assert ("wp_posts", True) in compiled, "the fast path was not used for wp_posts"
     assert straight_rows[0] >= 3, "rows without NULLs take the generated straight-line decoder"
+    assert lean_boundaries[0] >= 12, "GTID and XID events take the lean wrapper"
     assert ("wp_postmeta", False) in compiled, "DECIMAL/JSON must fall back to the library"
-    assert len(fast) == 7  # 2 inserts, 1 update, 1 meta insert, a 2-row update, 1 delete
+    rows = [c for c in fast if c[0] != "end"]
+    assert len(rows) == 7  # 2 inserts, 1 update, 1 meta insert, a 2-row update, 1 delete
+    assert len(fast) - len(rows) >= 6, "and the transactions' ends"
     assert fast == library
-    for a, b in zip(fast, library, strict=True):  # equal values of equal types (1 == 1.0 == True in Python)
+    for a, b in zip(rows, [c for c in library if c[0] != "end"], strict=True):  # same types too (1 == 1.0)
         for image_a, image_b in ((a[2], b[2]), (a[3], b[3])):
             assert [type(v) for v in (image_a or {}).values()] == [type(v) for v in (image_b or {}).values()]
 
-    after = fast[0][3]
+    after = rows[0][3]
     assert after["t_ubig"] == 2**64 - 1 and after["t_big"] == -(2**63) and after["t_med"] == -8388608
     assert after["post_title"].startswith("Grüße 😀") and after["post_date"] is None
     assert after["t_dt6"] == dt.datetime(2026, 11, 22, 10, 11, 12, 123456)
     assert after["t_dt3"] == dt.datetime(1999, 12, 31, 23, 59, 59, 500000)
     assert after["t_date"] == dt.date(2026, 2, 28) and after["t_year"] == 2026
     assert after["t_bin"] == b"\x00\xff\x10" and after["t_latin"] == "café" * 70
-    assert fast[1][3]["t_ubig"] is None
+    assert rows[1][3]["t_ubig"] is None
