@@ -32,6 +32,7 @@ from pymysqlreplication.binlogstream import BinLogPacketWrapper
 from pymysqlreplication.constants import BINLOG, FIELD_TYPE
 from pymysqlreplication.event import BinLogEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
+from pymysqlreplication.table import Table
 
 MEMO_ATTRIBUTE = "_wpcdc_table_map_memo"
 _PLAN_ATTRIBUTE = "_wpcdc_row_plan"
@@ -58,6 +59,8 @@ class MemoTableMapEvent(TableMapEvent):
         parsed = memo.get(key)
         if parsed is None:
             super().__init__(from_packet, event_size, table_map, ctl_connection, **kwargs)
+            if type(getattr(self, "table_obj", None)) is Table:
+                self.table_obj.__class__ = _CachedTable
             if len(memo) >= _MAX_ENTRIES:
                 memo.clear()
             memo[key] = {k: v for k, v in self.__dict__.items() if k not in _PER_EVENT}
@@ -66,6 +69,18 @@ class MemoTableMapEvent(TableMapEvent):
         self.__dict__.update(parsed)
         if self._processed:
             table_map[self.table_id] = self.table_obj
+
+
+class _CachedTable(Table):
+    """Every rows event reads `table.data["primary_key"]`, and `data` rebuilds a dict of the table's
+    attributes each time. A memoized table never changes after its parse, so the dict is kept."""
+
+    @property
+    def data(self) -> dict[str, Any]:
+        cached: dict[str, Any] | None = self.__dict__.get("_wpcdc_data")
+        if cached is None:
+            cached = self.__dict__["_wpcdc_data"] = Table.data.fget(self)  # type: ignore[attr-defined]
+        return cached
 
 
 # -- row images ----------------------------------------------------------------------------------
@@ -389,9 +404,13 @@ _WRAPPER_PARAMS = (
 )  # fmt: skip
 
 
+_WRAPPER_DEFAULTS = {"use_column_name_cache": False, "post_header_lengths": None}
+
+
 def _wrapper_params(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    params: dict[str, Any] = {"use_column_name_cache": False, "post_header_lengths": None}
-    params.update(zip(_WRAPPER_PARAMS, args, strict=False))
+    if not kwargs and len(args) == len(_WRAPPER_PARAMS):  # how BinLogStreamReader.fetchone calls it
+        return dict(zip(_WRAPPER_PARAMS, args, strict=True))
+    params = {**_WRAPPER_DEFAULTS, **dict(zip(_WRAPPER_PARAMS, args, strict=False))}
     params.update(kwargs)
     return params
 
