@@ -79,3 +79,25 @@ def test_policies_in_the_message_builder(policy: str) -> None:
         dl = orjson.loads(value)
         assert topic == cfg.dead_letter_topic and dl["event_type"] == "dead_letter"
         assert "over kafka.max_request_size" in dl["error"] and dl["event_id"].endswith(":too_large")
+
+
+def test_a_snapshot_cuts_its_meta_values_and_post_content() -> None:
+    from cdc.position import BinlogPosition
+    from cdc.snapshot import Chunk, SnapshotPost
+
+    post = SnapshotPost(
+        post_row(1, post_status="publish", post_content=BIG),
+        [{"meta_id": 1, "meta_key": "big", "meta_value": BIG}, {"meta_id": 2, "meta_key": "small", "meta_value": "x"}],
+        [],
+    )
+    at = BinlogPosition("binlog.000001", 100)
+    chunk = Chunk(1, "wp_posts", at, at, [post], 1, True, 1_790_000_000)
+    (e,) = Mapper(WordPressState(NoLookup()), 1).snapshot("s1", chunk, post, 0).events
+    out = shrink_to_fit(e, 30_000)
+    assert out is not None and len(orjson.dumps(out)) <= 30_000
+    big, small = out["data"]["meta"]
+    assert big["value_truncated"] is True and big["value_bytes"] == 80_000
+    assert big["value_sha256"] == hashlib.sha256(BIG.encode()).hexdigest()
+    assert small == {"meta_id": 2, "meta_key": "small", "value": "x"}
+    assert out["data"]["post"]["content_truncated"] is True
+    ev.EVENT_MODELS[ev.POST_SNAPSHOT].model_validate(out)
