@@ -5,7 +5,7 @@ Prints: the library's raw decode rate, wpcdc's end-to-end rate for replay and li
 ratio to the raw rate, peak RSS of the whole streamer (both processes), the same on a binlog 4x as
 long, and commit-to-broker latency of isolated changes under light load.
 
-    make bench                       # or: .venv/bin/python bench/bench.py --posts 4000
+    make bench                       # or: .venv/bin/python bench/bench.py --posts 8000
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def latency(db: MariaDB, config: Path, bootstrap: str, n: int = 200) -> list[flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--posts", type=int, default=2000, help="posts in the 1x binlog (8 row changes each)")
+    ap.add_argument("--posts", type=int, default=4000, help="posts in the 1x binlog (8 row changes each)")
     ap.add_argument("--dir", type=Path, default=Path("var/bench"))
     ap.add_argument("--settle", type=float, default=10.0, help="seconds to let MariaDB go idle after writing")
     args = ap.parse_args()
