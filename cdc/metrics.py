@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 if TYPE_CHECKING:
+    from cdc.pipeline import RunStats
     from cdc.snapshot import Snapshotter
 
 
@@ -94,6 +95,7 @@ class Metrics:
         self._children: dict[tuple[str, str], Counter] = {}
         self._current_file: str | None = None
         self._retried_seen = 0
+        self._counted: dict[tuple[str, str], int] = {}
 
     def _child(self, metric: Counter, name: str, label: str) -> Counter:
         key = (name, label)
@@ -111,11 +113,20 @@ class Metrics:
             self.snapshot_posts_retried.inc(snapshot.retried - self._retried_seen)
             self._retried_seen = snapshot.retried
 
-    def published(self, event_type: str) -> None:
-        self._child(self._published, "p", event_type).inc()
-
-    def filtered(self, reason: str) -> None:
-        self._child(self._filtered, "f", reason).inc()
+    def add_counts(self, stats: RunStats) -> None:
+        """Bring the counters up to a run's running totals (only the increase since the last call)."""
+        seen = self._counted
+        for name, total, counter in (("rows", stats.rows, self.rows), ("txn", stats.transactions, self.transactions)):
+            delta = total - seen.get(("", name), 0)
+            if delta > 0:
+                counter.inc(delta)
+                seen[("", name)] = total
+        for prefix, counts, family in (("p", stats.events, self._published), ("f", stats.filtered, self._filtered)):
+            for label, total in counts.items():
+                delta = total - seen.get((prefix, label), 0)
+                if delta > 0:
+                    self._child(family, prefix, label).inc(delta)
+                    seen[(prefix, label)] = total
 
     def reconnect(self, reason: str) -> None:
         self._child(self._reconnects, "r", reason).inc()

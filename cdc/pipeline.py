@@ -103,7 +103,6 @@ class Pipeline:
                     )
                 if type(item) is RowChange:
                     stats.rows += 1
-                    metrics.rows.inc()
                     metrics.source_event(item.timestamp)
                     if snapshot is not None and snapshot.chunk is not None:
                         snapshot.observe(item)
@@ -112,14 +111,12 @@ class Pipeline:
                         for event in mapped.events:
                             sink.send(event)
                             stats.events[event["event_type"]] += 1
-                            metrics.published(event["event_type"])
                         self._unacked += len(mapped.events)
                         metrics.inflight = self._unacked
                         if mapped.decode_errors:
                             metrics.decode_errors.inc(mapped.decode_errors)
                     elif mapped.filtered is not None:
                         stats.filtered[mapped.filtered] += 1
-                        metrics.filtered(mapped.filtered)
                     elif mapped.dead_letter is not None:
                         self._dead_letter(item, mapped.dead_letter)
                     continue
@@ -127,7 +124,6 @@ class Pipeline:
                     self._pending = item
                     self._gtid = item.gtid
                     stats.transactions += 1
-                    metrics.transactions.inc()
                     metrics.source_event(item.timestamp)
                     now = time.monotonic()
                     if snapshot is not None:
@@ -144,6 +140,7 @@ class Pipeline:
                     self._dead_letter(item, mapper.undecodable(item))
                 elif type(item) is Idle:
                     metrics.source_idle()
+                    self._flush_counters()
                     if snapshot is not None:
                         self._poll_inbox(time.monotonic())
                     if snapshot is not None and snapshot.active and item.position is not None:
@@ -187,13 +184,11 @@ class Pipeline:
                 for event in mapped.events:
                     self.sink.send(event)
                     self.stats.events[event["event_type"]] += 1
-                    self.metrics.published(event["event_type"])
                     sent += 1
                 if mapped.decode_errors:
                     self.metrics.decode_errors.inc(mapped.decode_errors)
                 if mapped.filtered is not None:
                     self.stats.filtered[mapped.filtered] += 1
-                    self.metrics.filtered(mapped.filtered)
                 elif mapped.dead_letter is not None:
                     self._dead_letter_record(f"snapshot of post {post.row.get('ID')}", mapped.dead_letter)
             self._unacked += sent
@@ -220,8 +215,14 @@ class Pipeline:
         self.metrics.dead_letters.inc()
         self._unacked += 1
 
+    def _flush_counters(self) -> None:
+        """Counts go to Prometheus in batches (at checkpoints and heartbeats), not per row: a
+        prometheus_client increment takes a lock, and the hot loop runs thousands of rows a second."""
+        self.metrics.add_counts(self.stats)
+
     def commit(self) -> None:
         """Wait for the sink to acknowledge everything sent, then checkpoint the last boundary."""
+        self._flush_counters()
         pending = self._pending
         if pending is None:
             return

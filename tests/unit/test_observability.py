@@ -57,3 +57,22 @@ def test_progress_across_files_tty_and_plain() -> None:
     plain = RangeProgress(files, start, end, out, tty=False, line_interval=0)
     plain(BinlogPosition("binlog.000003", 500), stats)
     assert out.getvalue().startswith("replay progress: 100.0%") and out.getvalue().endswith("\n")
+
+
+def test_counters_catch_up_with_the_run_totals_without_double_counting() -> None:
+    m = Metrics()
+    stats = RunStats()
+    stats.rows, stats.transactions = 10, 4
+    stats.events["post_created"] = 3
+    stats.filtered["guid_backfill"] = 2
+    m.add_counts(stats)
+    m.add_counts(stats)  # nothing new: nothing added
+    stats.rows += 5
+    stats.events["post_created"] += 1
+    stats.events["post_snapshot"] = 7
+    m.add_counts(stats)
+    assert m.value("wpcdc_rows_total") == 15
+    assert m.value("wpcdc_transactions_total") == 4
+    assert m.value("wpcdc_events_published_total", {"event_type": "post_created"}) == 4
+    assert m.value("wpcdc_events_published_total", {"event_type": "post_snapshot"}) == 7
+    assert m.value("wpcdc_rows_filtered_total", {"reason": "guid_backfill"}) == 2
