@@ -192,6 +192,8 @@ def _decoder(column: Any, unsigned: bool) -> tuple[Decoder, Spec] | None:
     if t == FIELD_TYPE.INT24:
         dec = _int24(not unsigned)
     elif t == FIELD_TYPE.DATETIME2:
+        if not column.fsp:  # WordPress's dates: inlined by the generated decoder
+            return _datetime2(0), ("datetime2",)
         dec = _datetime2(column.fsp)
     elif t == FIELD_TYPE.TIMESTAMP2:
         dec = _timestamp2(column.fsp)
@@ -220,7 +222,7 @@ def _generate(names: list[str], specs: list[Spec]) -> Callable[[bytes, int], tup
     """One function per table for rows without NULLs (every row of WordPress's NOT NULL columns):
     straight-line reads, adjacent fixed-width columns in one struct call, no per-column calls for
     text. Same values as the per-column loop, which still handles rows with NULLs."""
-    env: dict[str, Any] = {"int_from_bytes": int.from_bytes}
+    env: dict[str, Any] = {"int_from_bytes": int.from_bytes, "datetime": datetime.datetime}
     lines = ["def decode(data, pos):"]
     i = 0
     while i < len(specs):
@@ -248,6 +250,16 @@ def _generate(names: list[str], specs: list[Spec]) -> Callable[[bytes, int], tup
             read = "data[pos : pos + n]"
             lines.append(f"    v{i} = {read}.decode({encoding!r})" if encoding is not None else f"    v{i} = {read}")
             lines.append("    pos += n")
+        elif spec[0] == "datetime2":  # what _datetime2(0) does, without a call per value
+            lines += [
+                "    x = int_from_bytes(data[pos : pos + 5], 'big')",
+                "    ym = (x >> 22) & 0x1FFFF",
+                "    try:",
+                f"        v{i} = datetime(ym // 13, ym % 13, (x >> 17) & 31, (x >> 12) & 31, (x >> 6) & 63, x & 63)",
+                "    except ValueError:",
+                f"        v{i} = None",
+                "    pos += 5",
+            ]
         else:
             env[f"d{i}"] = spec[1]
             lines.append(f"    v{i}, pos = d{i}(data, pos)")
