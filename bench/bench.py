@@ -95,15 +95,6 @@ def generate(db: MariaDB, posts: int, seed: int = 7, terms: bool = True) -> int:
     return rows
 
 
-def position(db: MariaDB) -> str:
-    conn = db.root()
-    with conn.cursor() as cur:
-        cur.execute("SHOW MASTER STATUS")
-        file, pos = cur.fetchone()[:2]
-    conn.close()
-    return f"{file}:{pos}"
-
-
 def raw_decode(db: MariaDB, start: str, end: str) -> tuple[int, float]:
     file, pos = start.split(":")
     reader = BinLogStreamReader(
@@ -309,10 +300,10 @@ def main() -> None:
             )
         )
         print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, MariaDB on :{db.port}, Tansu")
-        start = position(db)
+        start = db.binlog_end()
         t = time.perf_counter()
         rows_1x = generate(db, args.posts, seed=7)
-        end_1x = position(db)
+        end_1x = db.binlog_end()
         print(f"generated 1x: {rows_1x} row changes ({args.posts} posts) in {time.perf_counter() - t:.1f}s")
         time.sleep(args.settle)  # let InnoDB's purge threads finish: they share the 2 cores
 
@@ -332,7 +323,7 @@ def main() -> None:
 
         t = time.perf_counter()
         rows_more = generate(db, args.posts * 3, seed=8, terms=False)
-        end_4x = position(db)
+        end_4x = db.binlog_end()
         print(f"generated 3x more: {rows_more} row changes in {time.perf_counter() - t:.1f}s")
         time.sleep(args.settle)
         summary4, peak_4x = replay(config, start, end_4x)

@@ -127,13 +127,6 @@ def sql_edits(db: MariaDB) -> None:
     conn.close()
 
 
-def start_position(db: MariaDB) -> str:
-    with db.root() as conn, conn.cursor() as cur:
-        cur.execute("SHOW MASTER STATUS")
-        file, pos = cur.fetchone()[:2]
-    return f"{file}:{pos}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dir", type=Path, default=Path("var/demo"))
@@ -178,7 +171,7 @@ def main() -> None:
         env = {**os.environ, "WPCDC_MYSQL_PASSWORD": MYSQL_PASSWORD}
         cli = [sys.executable, "-m", "cdc.cli"]
         # Start exactly here, so no edit can slip past a streamer that is still connecting.
-        subprocess.run([*cli, "checkpoint", "set", start_position(db), "--config", str(config)], env=env,
+        subprocess.run([*cli, "checkpoint", "set", db.binlog_end(), "--config", str(config)], env=env,
                        check=True, capture_output=True)  # fmt: skip
         log = open(base / "wpcdc.log", "wb")
         # Its own session: Ctrl-C reaches the demo, which stops everything in order.

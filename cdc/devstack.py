@@ -161,6 +161,13 @@ class MariaDB:
                     raise
                 time.sleep(0.1)
 
+    def binlog_end(self) -> str:
+        """FILE:POS where the next transaction will start (a boundary)."""
+        with self.root() as conn, conn.cursor() as cur:
+            cur.execute("SHOW MASTER STATUS")
+            file, pos = cur.fetchone()[:2]
+        return f"{file}:{pos}"
+
     def stop(self) -> None:
         if self.proc is not None:
             _stop_pid(self.proc)

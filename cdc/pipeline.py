@@ -90,10 +90,8 @@ class Pipeline:
         interval = self.config.checkpoint.interval_seconds
         max_pending = self.config.checkpoint.max_pending_events
         mapper, sink, metrics, stats, progress = self.mapper, self.sink, self.metrics, self.stats, self.progress
-        snapshot = self.snapshot
+        snapshot = self.snapshot  # after a failure the runner restores it from the checkpoint (no chunk in flight)
         last_progress = 0.0
-        if snapshot is not None:
-            snapshot.chunk = None  # a chunk read before a restart may predate rows read again now
         try:
             for item in source.items():
                 if not metrics.source_up:
