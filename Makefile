@@ -56,4 +56,4 @@ clean:
 	rm -rf $(VENV) var .pytest_cache
 
 demo: venv mariadb
-	$(PY) -m cdc.demo
+	$(PY) -m cdc.dev.demo

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from bench import TreeRss  # bench/bench.py: this script runs from its own directory
-from cdc.devstack import MYSQL_PASSWORD, MYSQL_USER, MariaDB, Tansu, create_topics, create_wordpress_tables
+from cdc.dev.stack import MYSQL_PASSWORD, MYSQL_USER, MariaDB, Tansu, create_topics, create_wordpress_tables
 
 DB = "wp_snapbench"
 

@@ -17,7 +17,7 @@ import click
 
 from cdc.config import Config, load_config
 from cdc.errors import WpcdcError
-from cdc.logs import setup_logging
+from cdc.ops.logs import setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("cdc")
@@ -104,7 +104,7 @@ def replay(config_path: Path, from_: str, to: str | None, sink: str, update_chec
     """Re-read a binlog range and emit its events again, with the same event ids as the first time.
     Stdout gets one JSON event per line; the summary goes to stderr. The live checkpoint is left
     alone unless --update-checkpoint is given."""
-    from cdc.position import BinlogPosition
+    from cdc.core.position import BinlogPosition
     from cdc.runner import replay as do_replay
 
     config = _load(config_path)
@@ -152,9 +152,9 @@ def snapshot(
     When a `wpcdc run` owns the checkpoint, the request is handed to it (a file next to the
     checkpoint) and this command shows its progress until it completes; otherwise this command
     streams from the checkpoint itself, snapshots, checkpoints and exits when the snapshot is done."""
-    from cdc.progress import SnapshotProgress
+    from cdc.ops.progress import SnapshotProgress
     from cdc.runner import follow_snapshot, request_snapshot, run_live
-    from cdc.snapshot import SnapshotRequest
+    from cdc.snapshot.snapshotter import SnapshotRequest
 
     config = _load(config_path)
     request = SnapshotRequest.new(
@@ -232,7 +232,7 @@ def _utc_datetime(text: str | None) -> str | None:
 @contextlib.contextmanager
 def _no_running_streamer(config: Config) -> Iterator[None]:
     """A running `run` would overwrite the change at its next checkpoint: refuse instead."""
-    from cdc.snapshot_requests import CheckpointLock
+    from cdc.snapshot.requests import CheckpointLock
 
     lock = CheckpointLock(config.checkpoint.path)
     lock.acquire()
@@ -252,7 +252,7 @@ def checkpoint() -> None:
 @_friendly
 def checkpoint_show(config_path: Path) -> None:
     """Print the checkpoint as JSON (nothing secret is in it)."""
-    from cdc.checkpoint import FileCheckpointStore
+    from cdc.checkpoint.store import FileCheckpointStore
 
     config = _load(config_path)
     cp = FileCheckpointStore(config.checkpoint.path).load()
@@ -269,9 +269,9 @@ def checkpoint_show(config_path: Path) -> None:
 def checkpoint_set(config_path: Path, position: str) -> None:
     """Set the checkpoint to POSITION (FILE:POS, a transaction boundary). The server is asked
     whether the file exists and for its server_id."""
-    from cdc.checkpoint import Checkpoint, FileCheckpointStore
-    from cdc.position import BinlogPosition
-    from cdc.server import Server
+    from cdc.checkpoint.store import Checkpoint, FileCheckpointStore
+    from cdc.core.position import BinlogPosition
+    from cdc.source.server import Server
 
     config = _load(config_path)
     pos = BinlogPosition.parse(position)
@@ -288,7 +288,7 @@ def checkpoint_set(config_path: Path, position: str) -> None:
 @_friendly
 def checkpoint_reset(config_path: Path) -> None:
     """Delete the checkpoint; the next `run` starts at source.start_at."""
-    from cdc.checkpoint import FileCheckpointStore
+    from cdc.checkpoint.store import FileCheckpointStore
 
     config = _load(config_path)
     with _no_running_streamer(config):
@@ -307,11 +307,11 @@ def check(config_path: Path, offline: bool) -> None:
     if offline:
         click.echo(f"ok       configuration {config_path}")
         return
-    from cdc.checkpoint import FileCheckpointStore
+    from cdc.checkpoint.store import FileCheckpointStore
     from cdc.errors import PreflightError, WpcdcError
-    from cdc.preflight import Finding, check_server, failures
-    from cdc.server import Server
-    from cdc.sink import KafkaProducerSink
+    from cdc.sink.kafka import KafkaProducerSink
+    from cdc.source.preflight import Finding, check_server, failures
+    from cdc.source.server import Server
 
     findings: list[Finding] = [Finding(True, "configuration", str(config_path))]
     with Server(config) as server:
@@ -351,7 +351,7 @@ def schemas() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="schemas", show_default=True)
 def schemas_export(out: Path) -> None:
     """Write one JSON Schema per event type, generated from the event models."""
-    from cdc.events import json_schemas
+    from cdc.mapping.events import json_schemas
 
     out.mkdir(parents=True, exist_ok=True)
     for name, schema in json_schemas().items():

@@ -67,3 +67,8 @@ class SourceError(WpcdcError):
     def __init__(self, problem: str, fix: str = "", *, fatal: bool = False) -> None:
         super().__init__(problem, fix)
         self.fatal = fatal
+
+
+class LookupUnavailable(Exception):
+    """The lookup could not answer (database down). Not a property of the row: the pipeline restarts
+    rather than dead-letter a row or emit an event without its post type."""

@@ -11,34 +11,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from cdc.changes import Idle, RowChange, TransactionEnd, UndecodableRows
-from cdc.checkpoint import Checkpoint, FileCheckpointStore
+from cdc.checkpoint.store import Checkpoint, FileCheckpointStore
 from cdc.config import Config
-from cdc.errors import SinkError, SourceError
-from cdc.mapping import Mapper
-from cdc.metrics import Metrics
-from cdc.position import BinlogPosition
-from cdc.sink import Sink
-from cdc.snapshot import Snapshotter
-from cdc.snapshot_requests import RequestInbox
-from cdc.source import BinlogSource
-from cdc.state import LookupUnavailable
+from cdc.core.changes import Idle, RowChange, TransactionEnd, UndecodableRows
+from cdc.core.position import BinlogPosition
+from cdc.errors import LookupUnavailable, SinkError, SourceError
+from cdc.mapping.mapper import Mapper
+from cdc.ops.metrics import Metrics
+from cdc.ops.stats import RunStats
+from cdc.sink.kafka import Sink
+from cdc.snapshot.requests import RequestInbox
+from cdc.snapshot.snapshotter import Snapshotter
+from cdc.source.binlog import BinlogSource
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunStats:
-    events: Counter[str] = field(default_factory=Counter)
-    filtered: Counter[str] = field(default_factory=Counter)
-    dead_letters: int = 0
-    transactions: int = 0
-    rows: int = 0
-    last_position: BinlogPosition | None = None
 
 
 # Called at transaction boundaries (at most a few times a second): position reached, stats so far.
@@ -155,7 +143,7 @@ class Pipeline:
         self.commit()
 
     def _poll_inbox(self, now: float) -> None:
-        """Take snapshot requests written by `wpcdc snapshot` (see cdc.snapshot_requests)."""
+        """Take snapshot requests written by `wpcdc snapshot` (see cdc.snapshot.requests)."""
         if self.inbox is None or now - self._last_inbox_poll < self.config.snapshot.request_poll_seconds:
             return
         self._last_inbox_poll = now

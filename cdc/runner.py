@@ -10,24 +10,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cdc import __version__
-from cdc.checkpoint import Checkpoint, FileCheckpointStore
+from cdc.checkpoint.store import Checkpoint, FileCheckpointStore
 from cdc.config import Config
-from cdc.errors import CheckpointError, PositionGoneError, PreflightError, SinkError
-from cdc.http_server import ObservabilityServer
-from cdc.lookup import DatabaseLookup
-from cdc.mapping import Mapper
-from cdc.metrics import Metrics
-from cdc.pipeline import Pipeline, RunStats, supervise
-from cdc.position import BinlogPosition
-from cdc.preflight import check_server, failures
-from cdc.progress import RangeProgress, SnapshotProgress
-from cdc.server import Server
-from cdc.sink import KafkaProducerSink, Sink, StdoutSink
-from cdc.sink_process import ProcessSink
-from cdc.snapshot import SnapshotRequest, SnapshotState, Snapshotter
-from cdc.snapshot_reader import DatabaseChunkSource
-from cdc.snapshot_requests import CheckpointLock, RequestInbox
-from cdc.state import LookupUnavailable, WordPressState
+from cdc.core.position import BinlogPosition
+from cdc.errors import CheckpointError, LookupUnavailable, PositionGoneError, PreflightError, SinkError
+from cdc.mapping.mapper import Mapper
+from cdc.mapping.state import WordPressState
+from cdc.ops.http_server import ObservabilityServer
+from cdc.ops.metrics import Metrics
+from cdc.ops.progress import RangeProgress, SnapshotProgress
+from cdc.ops.stats import RunStats
+from cdc.pipeline import Pipeline, supervise
+from cdc.sink.kafka import KafkaProducerSink, Sink, StdoutSink
+from cdc.sink.process import ProcessSink
+from cdc.snapshot.reader import DatabaseChunkSource
+from cdc.snapshot.requests import CheckpointLock, RequestInbox
+from cdc.snapshot.snapshotter import SnapshotRequest, SnapshotState, Snapshotter
+from cdc.source.lookup import DatabaseLookup
+from cdc.source.preflight import check_server, failures
+from cdc.source.server import Server
 
 log = logging.getLogger(__name__)
 

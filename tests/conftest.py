@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cdc.devstack import MariaDB, Tansu, make_tls_files
+from cdc.dev.stack import MariaDB, Tansu, make_tls_files
 from tests.integration.conftest import Stack
 
 

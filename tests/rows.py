@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from cdc.changes import RowChange
-from cdc.tables import TableKind, WordPressTable
+from cdc.core.changes import RowChange
+from cdc.core.tables import TableKind, WordPressTable
 
 _pos = [1000]
 

@@ -25,8 +25,8 @@ import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
-from cdc.devstack import MYSQL_PASSWORD
-from cdc.devwordpress import WordPress, wordpress_missing
+from cdc.dev.stack import MYSQL_PASSWORD
+from cdc.dev.wordpress import WordPress, wordpress_missing
 from tests.integration.conftest import Site, Stack, Streamer, assert_schema_valid
 
 pytestmark = pytest.mark.e2e

@@ -48,7 +48,7 @@ def _alive(pid_file: Path) -> bool:
 
 def test_demo_streams_wordpress_edits_until_ctrl_c(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cdc.demo", "--dir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "cdc.dev.demo", "--dir", str(tmp_path / "demo")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()

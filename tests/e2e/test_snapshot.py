@@ -19,8 +19,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from cdc.config import FilterConfig
-from cdc.devstack import MYSQL_PASSWORD
-from cdc.serialized import decode_php
+from cdc.dev.stack import MYSQL_PASSWORD
+from cdc.mapping.serialized import decode_php
 from examples.consumer_state import PostState
 from tests.e2e.conftest import WordPressStream
 from tests.integration.conftest import Site

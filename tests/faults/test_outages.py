@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cdc.devstack import MariaDB, Tansu, create_topics
+from cdc.dev.stack import MariaDB, Tansu, create_topics
 from tests.faults.conftest import FIGURES
 from tests.integration.conftest import Site, Stack
 

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from cdc.devstack import (
+from cdc.dev.stack import (
     MYSQL_PASSWORD,
     MYSQL_USER,
     MariaDB,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdc.devstack import free_port
+from cdc.dev.stack import free_port
 from tests.integration.conftest import Site
 
 pytestmark = pytest.mark.integration

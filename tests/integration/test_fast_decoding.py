@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from cdc import fast_decoding
-from cdc.changes import RowChange, TransactionEnd
 from cdc.config import parse_config
-from cdc.devstack import MYSQL_PASSWORD
-from cdc.position import BinlogPosition
-from cdc.source import BinlogSource
+from cdc.core.changes import RowChange, TransactionEnd
+from cdc.core.position import BinlogPosition
+from cdc.dev.stack import MYSQL_PASSWORD
+from cdc.source import fast_decoding
+from cdc.source.binlog import BinlogSource
 from tests.integration.conftest import Site
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc.devstack import MYSQL_PASSWORD, Tansu, create_topics, free_port
+from cdc.dev.stack import MYSQL_PASSWORD, Tansu, create_topics, free_port
 from tests.integration.conftest import Site
 
 pytestmark = pytest.mark.integration

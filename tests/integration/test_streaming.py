@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from cdc.events import EVENT_MODELS
+from cdc.mapping.events import EVENT_MODELS
 from tests.integration.conftest import Record, Site
 
 pytestmark = pytest.mark.integration
@@ -222,7 +222,7 @@ def test_dump_thread_killed_reconnects_from_the_last_boundary(site: Site) -> Non
 
 
 def test_multisite_blog_tables_and_keys(site: Site) -> None:
-    from cdc.devstack import create_wordpress_tables
+    from cdc.dev.stack import create_wordpress_tables
 
     create_wordpress_tables(site.conn, site.database, prefix="wp_2_")
     site.set_checkpoint(site.position())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from cdc.metrics import Metrics
+from cdc.ops.metrics import Metrics
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 # Images and tags as published on Docker Hub (official images and the projects' own repositories).

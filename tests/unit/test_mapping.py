@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from cdc import events as ev
 from cdc.config import FilterConfig, MappingConfig
-from cdc.mapping import (
+from cdc.core.tables import TableKind
+from cdc.mapping import events as ev
+from cdc.mapping.mapper import (
     EXCLUDED_META_KEY,
     EXCLUDED_POST_STATUS,
     EXCLUDED_POST_TYPE,
@@ -20,8 +21,7 @@ from cdc.mapping import (
     Mapped,
     Mapper,
 )
-from cdc.state import NoLookup, PostInfo, TermInfo, WordPressState
-from cdc.tables import TableKind
+from cdc.mapping.state import NoLookup, PostInfo, TermInfo, WordPressState
 from tests.rows import change, meta_row, post_row, rel_row
 
 P, M, R = TableKind.POSTS, TableKind.POSTMETA, TableKind.TERM_RELATIONSHIPS

@@ -12,11 +12,11 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdc import events as ev
-from cdc.changes import RowChange
-from cdc.mapping import Mapper
-from cdc.state import NoLookup, WordPressState
-from cdc.tables import TableKind, WordPressTable
+from cdc.core.changes import RowChange
+from cdc.core.tables import TableKind, WordPressTable
+from cdc.mapping import events as ev
+from cdc.mapping.mapper import Mapper
+from cdc.mapping.state import NoLookup, WordPressState
 from tests.rows import meta_row, post_row, rel_row
 
 odd_values = st.one_of(

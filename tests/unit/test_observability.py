@@ -5,11 +5,11 @@ import json
 import logging
 import time
 
-from cdc.logs import JsonFormatter
-from cdc.metrics import Metrics
-from cdc.pipeline import RunStats
-from cdc.position import BinlogPosition
-from cdc.progress import RangeProgress
+from cdc.core.position import BinlogPosition
+from cdc.ops.logs import JsonFormatter
+from cdc.ops.metrics import Metrics
+from cdc.ops.progress import RangeProgress
+from cdc.ops.stats import RunStats
 
 
 def test_readiness_needs_both_connections_and_bounded_lag() -> None:

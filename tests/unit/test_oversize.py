@@ -5,14 +5,14 @@ import hashlib
 import orjson
 import pytest
 
-from cdc import events as ev
 from cdc.config import parse_config
+from cdc.core.tables import TableKind
 from cdc.errors import OversizeError
-from cdc.mapping import Mapper
-from cdc.oversize import shrink_to_fit
-from cdc.sink import KafkaMessages
-from cdc.state import NoLookup, WordPressState
-from cdc.tables import TableKind
+from cdc.mapping import events as ev
+from cdc.mapping.mapper import Mapper
+from cdc.mapping.state import NoLookup, WordPressState
+from cdc.sink.kafka import KafkaMessages
+from cdc.sink.oversize import shrink_to_fit
 from tests.rows import change, meta_row, post_row
 
 BIG = "é" * 40_000  # 80,000 bytes
@@ -82,8 +82,8 @@ def test_policies_in_the_message_builder(policy: str) -> None:
 
 
 def test_a_snapshot_cuts_its_meta_values_and_post_content() -> None:
-    from cdc.position import BinlogPosition
-    from cdc.snapshot import Chunk, SnapshotPost
+    from cdc.core.position import BinlogPosition
+    from cdc.snapshot.snapshotter import Chunk, SnapshotPost
 
     post = SnapshotPost(
         post_row(1, post_status="publish", post_content=BIG),

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cdc.events import SCHEMA_VERSION, json_schemas
+from cdc.mapping.events import SCHEMA_VERSION, json_schemas
 
 BASELINES = Path(__file__).resolve().parents[1] / "schema_baseline"
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from cdc.serialized import decode_php, looks_serialized
+from cdc.mapping.serialized import decode_php, looks_serialized
 
 
 def dec(raw: str, max_bytes: int = 1 << 20, max_depth: int = 64):

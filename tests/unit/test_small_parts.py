@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cdc.checkpoint import Checkpoint, FileCheckpointStore
+from cdc.checkpoint.store import Checkpoint, FileCheckpointStore
+from cdc.core.position import BinlogPosition
+from cdc.core.tables import TableKind, TableMatcher, WordPressTable
 from cdc.errors import CheckpointError, ConfigError
-from cdc.events import json_schemas
-from cdc.position import BinlogPosition
-from cdc.tables import TableKind, TableMatcher, WordPressTable
+from cdc.mapping.events import json_schemas
 
 REPO = Path(__file__).resolve().parents[2]
 

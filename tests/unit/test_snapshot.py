@@ -6,13 +6,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from cdc import events as ev
 from cdc.config import FilterConfig
-from cdc.mapping import Mapper
-from cdc.position import BinlogPosition
-from cdc.snapshot import Chunk, SnapshotPost, SnapshotRequest, SnapshotState, Snapshotter
-from cdc.state import NoLookup, WordPressState
-from cdc.tables import TableKind
+from cdc.core.position import BinlogPosition
+from cdc.core.tables import TableKind
+from cdc.mapping import events as ev
+from cdc.mapping.mapper import Mapper
+from cdc.mapping.state import NoLookup, WordPressState
+from cdc.snapshot.snapshotter import Chunk, SnapshotPost, SnapshotRequest, SnapshotState, Snapshotter
 from tests.rows import change, meta_row, post_row
 
 FILE = "binlog.000003"

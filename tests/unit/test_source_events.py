@@ -8,14 +8,14 @@ import pytest
 from pymysqlreplication.event import MariadbGtidEvent, QueryEvent, RotateEvent, XidEvent
 from pymysqlreplication.row_event import TableMapEvent, WriteRowsEvent
 
-from cdc import events as ev
-from cdc.changes import RowChange, TransactionEnd, UndecodableRows
 from cdc.config import parse_config
+from cdc.core.changes import RowChange, TransactionEnd, UndecodableRows
+from cdc.core.position import BinlogPosition
 from cdc.errors import SourceError
-from cdc.mapping import Mapper
-from cdc.position import BinlogPosition
-from cdc.source import BinlogSource
-from cdc.state import NoLookup, WordPressState
+from cdc.mapping import events as ev
+from cdc.mapping.mapper import Mapper
+from cdc.mapping.state import NoLookup, WordPressState
+from cdc.source.binlog import BinlogSource
 
 
 class _Raw:

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from cdc import events as ev
-from cdc.changes import RowChange, UndecodableRows
 from cdc.config import FilterConfig, MappingConfig
-from cdc.serialized import decode_php
-from cdc.snapshot import Chunk, SnapshotPost
-from cdc.state import LookupUnavailable, PostInfo, WordPressState
-from cdc.tables import TableKind
+from cdc.core.changes import RowChange, UndecodableRows
+from cdc.core.tables import TableKind
+from cdc.errors import LookupUnavailable
+from cdc.mapping import events as ev
+from cdc.mapping.serialized import decode_php
+from cdc.mapping.state import PostInfo, WordPressState
+from cdc.snapshot.snapshotter import Chunk, SnapshotPost
 
 # Filter reasons (the `reason` label of wpcdc_rows_filtered_total); documented in the README.
 EXCLUDED_POST_TYPE = "excluded_post_type"

@@ -19,8 +19,8 @@ import orjson
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
-from cdc.devstack import MYSQL_PASSWORD, MYSQL_USER, MariaDB, Tansu, create_topics, create_wordpress_tables
-from cdc.devwordpress import WordPress, wordpress_missing
+from cdc.dev.stack import MYSQL_PASSWORD, MYSQL_USER, MariaDB, Tansu, create_topics, create_wordpress_tables
+from cdc.dev.wordpress import WordPress, wordpress_missing
 
 DB = "wordpress"
 TOPIC = "wordpress.posts"

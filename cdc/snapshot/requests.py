@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from cdc.errors import CheckpointError
-from cdc.snapshot import SnapshotRequest
+from cdc.snapshot.snapshotter import SnapshotRequest
 
 
 def requests_dir(checkpoint_path: Path) -> Path:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cdc.devstack import DevStackError, MariaDB
+from cdc.dev.stack import DevStackError, MariaDB
 
 WORDPRESS_DIR = Path("/usr/share/wordpress")
 _MARKER = "@@wpcdc-result@@"

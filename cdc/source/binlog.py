@@ -31,12 +31,12 @@ from pymysqlreplication.row_event import (
     WriteRowsEvent,
 )
 
-from cdc import fast_decoding
-from cdc.changes import Idle, RowChange, SourceItem, TransactionEnd, UndecodableRows
 from cdc.config import Config
+from cdc.core.changes import Idle, RowChange, SourceItem, TransactionEnd, UndecodableRows
+from cdc.core.position import BinlogPosition
+from cdc.core.tables import TableMatcher
 from cdc.errors import PositionGoneError, SourceError
-from cdc.position import BinlogPosition
-from cdc.tables import TableMatcher
+from cdc.source import fast_decoding
 
 log = logging.getLogger(__name__)
 

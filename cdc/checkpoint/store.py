@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cdc.core.position import BinlogPosition
 from cdc.errors import CheckpointError
-from cdc.position import BinlogPosition
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class Checkpoint:
     server_id: int | None  # of the source server, so a checkpoint is never applied to another server
     gtid: str | None = None
     updated_at: str | None = None
-    # Snapshot work in progress (cdc.snapshot.SnapshotState.to_json), saved with the position it matches.
+    # Snapshot work in progress (cdc.snapshot.snapshotter.SnapshotState.to_json), saved with the position it matches.
     snapshot: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, object]:

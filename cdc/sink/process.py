@@ -18,7 +18,7 @@ from typing import Any
 
 from cdc.config import KafkaConfig
 from cdc.errors import SinkError
-from cdc.sink import KafkaMessages, KafkaProducerSink, Message
+from cdc.sink.kafka import KafkaMessages, KafkaProducerSink, Message
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cdc.changes import RowChange
-from cdc.position import BinlogPosition
-from cdc.tables import TableKind
+from cdc.core.changes import RowChange
+from cdc.core.position import BinlogPosition
+from cdc.core.tables import TableKind
 
 
 @dataclass(frozen=True)

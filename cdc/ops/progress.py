@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-from cdc.pipeline import RunStats
-from cdc.position import BinlogPosition
+from cdc.core.position import BinlogPosition
+from cdc.ops.stats import RunStats
 
 
 class RangeProgress:

@@ -180,7 +180,7 @@ def _user() -> str:
 
 
 def create_wordpress_tables(conn: pymysql.connections.Connection, database: str, prefix: str = "wp_") -> None:
-    ddl = resources.files("cdc").joinpath("sql/wordpress_tables.sql").read_text(encoding="utf-8")
+    ddl = resources.files("cdc.dev").joinpath("sql/wordpress_tables.sql").read_text(encoding="utf-8")
     with conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
         cur.execute(f"USE `{database}`")

@@ -7,8 +7,8 @@ from typing import Any
 import pymysql
 
 from cdc.config import Config
+from cdc.core.position import BinlogPosition
 from cdc.errors import PositionGoneError, PreflightError
-from cdc.position import BinlogPosition
 
 
 def connect(config: Config, database: str | None = None) -> pymysql.connections.Connection:

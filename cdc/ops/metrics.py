@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 if TYPE_CHECKING:
-    from cdc.pipeline import RunStats
-    from cdc.snapshot import Snapshotter
+    from cdc.ops.stats import RunStats
+    from cdc.snapshot.snapshotter import Snapshotter
 
 
 class Metrics:

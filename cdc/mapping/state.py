@@ -8,24 +8,11 @@ Bounded: least recently used entries are dropped and looked up again if needed.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
+from cdc.core.facts import PostInfo, TermInfo
 
-class PostInfo(NamedTuple):
-    post_type: str | None
-    post_status: str | None
-
-
-class TermInfo(NamedTuple):
-    term_id: int | None
-    taxonomy: str | None
-    slug: str | None
-    name: str | None
-
-
-class LookupUnavailable(Exception):
-    """The lookup could not answer (database down). Not a property of the row: the pipeline restarts
-    rather than dead-letter a row or emit an event without its post type."""
+__all__ = ["Lookup", "NoLookup", "PostInfo", "TermInfo", "WordPressState"]
 
 
 class Lookup(Protocol):

@@ -13,8 +13,8 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from cdc.config import KafkaConfig
 from cdc.errors import OversizeError, SinkError
-from cdc.events import DEAD_LETTER, SCHEMA_VERSION
-from cdc.oversize import shrink_to_fit
+from cdc.mapping.events import DEAD_LETTER, SCHEMA_VERSION
+from cdc.sink.oversize import shrink_to_fit
 
 log = logging.getLogger(__name__)
 

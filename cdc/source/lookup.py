@@ -7,9 +7,10 @@ import logging
 import pymysql
 
 from cdc.config import Config
-from cdc.server import connect
-from cdc.state import LookupUnavailable, PostInfo, TermInfo
-from cdc.tables import TableKind, table_name
+from cdc.core.facts import PostInfo, TermInfo
+from cdc.core.tables import TableKind, table_name
+from cdc.errors import LookupUnavailable
+from cdc.source.server import connect
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cdc.config import Config
-from cdc.server import Server
-from cdc.tables import TableKind, table_name
+from cdc.core.tables import TableKind, table_name
+from cdc.source.server import Server
 
 
 @dataclass(frozen=True, slots=True)

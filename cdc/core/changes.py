@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cdc.position import BinlogPosition
-from cdc.tables import WordPressTable
+from cdc.core.position import BinlogPosition
+from cdc.core.tables import WordPressTable
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cdc.errors import ConfigError
-from cdc.metrics import Metrics
+from cdc.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

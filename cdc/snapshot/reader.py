@@ -1,5 +1,5 @@
 """Reads snapshot chunks from the WordPress tables: posts by primary key, with their meta and terms,
-in one consistent read bracketed by binlog watermarks (see cdc.snapshot). Read-only: it never writes
+in one consistent read bracketed by binlog watermarks (see cdc.snapshot.snapshotter). Read-only: it never writes
 to the server, so it works on a replica."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 import pymysql
 
 from cdc.config import Config, FilterConfig
-from cdc.server import Server
-from cdc.snapshot import Chunk, SnapshotPost, SnapshotRequest
-from cdc.state import LookupUnavailable
-from cdc.tables import TableKind, TableMatcher, table_name
+from cdc.core.tables import TableKind, TableMatcher, table_name
+from cdc.errors import LookupUnavailable
+from cdc.snapshot.snapshotter import Chunk, SnapshotPost, SnapshotRequest
+from cdc.source.server import Server
 
 _DATE_COLUMNS = ("post_date", "post_date_gmt", "post_modified", "post_modified_gmt")
 
