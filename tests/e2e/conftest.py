@@ -1,6 +1,6 @@
 """A real WordPress (Debian's package, PHP CLI) on each session server (MariaDB, then MySQL), one
-`wpcdc run` streaming it to the session's broker for the whole e2e suite, and a way to say "do this in WordPress, then give me
-exactly the events it produced".
+`wpcdc run` streaming it to the session's broker for the whole e2e suite, and a way to say "do this
+in WordPress, then give me exactly the events it produced".
 
 `WordPressStream.do()` notes the binlog end before and after the PHP operation, waits until the
 streamer's checkpoint has passed the end (the checkpoint moves only after the broker acknowledged
