@@ -248,7 +248,9 @@ class BinlogSource:
                         fatal=True,
                     )
                 continue
-            if isinstance(ev, PartialUpdateRowsEvent):
+            # Any session may SET binlog_row_value_options=PARTIAL_JSON: only a captured table's partial
+            # image is a problem (a plugin's JSON table goes on like any other table that is not ours).
+            if isinstance(ev, PartialUpdateRowsEvent) and match(ev.table) is not None:
                 raise SourceError(
                     f"partial JSON update at {file}:{ev.packet.log_pos - ev.event_size} has no full after image",
                     "SET GLOBAL binlog_row_value_options='' (MySQL) and restart wpcdc from a checkpoint after it",
