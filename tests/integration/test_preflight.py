@@ -87,7 +87,7 @@ def test_partial_json_updates_stop_the_stream_only_for_captured_tables(site: Sit
     a plugin's own JSON table goes on streaming, a captured table's partial image stops with the fix."""
     site.sql(
         "CREATE TABLE wp_plugin_docs (id INT PRIMARY KEY, doc JSON)",
-        "INSERT INTO wp_plugin_docs VALUES (1, '{\"a\": 1, \"pad\": \"" + "x" * 200 + "\"}')",
+        'INSERT INTO wp_plugin_docs VALUES (1, \'{"a": 1, "pad": "' + "x" * 200 + "\"}')",
         "ALTER TABLE wp_postmeta ADD COLUMN doc JSON NULL",
     )
     pid = site.insert_post("JSON")
