@@ -82,6 +82,13 @@ class PostRow(BaseModel):
 class Change(_Model):
     old: Any
     new: Any
+    # Only post_content is ever cut (mapping.max_content_bytes, kafka.oversize_policy: truncate).
+    old_truncated: bool | None = Field(None, description="old was cut; present only when it was")
+    old_bytes: int | None = Field(None, description="size of the full old value (only when truncated)")
+    old_sha256: str | None = Field(None, description="SHA-256 of the full old value (only when truncated)")
+    new_truncated: bool | None = Field(None, description="new was cut; present only when it was")
+    new_bytes: int | None = Field(None, description="size of the full new value (only when truncated)")
+    new_sha256: str | None = Field(None, description="SHA-256 of the full new value (only when truncated)")
 
 
 class PostData(_Model):
@@ -105,6 +112,11 @@ class MetaData(_Model):
     value_decoded: Any = Field(None, description="PHP-unserialized value as JSON; absent when not serialized")
     value_decode_error: str | None = Field(None, description="present when the value looks serialized but failed")
     previous_value: str | None = Field(None, description="raw value before an update or delete")
+    previous_value_truncated: bool | None = Field(None, description="previous_value was cut to fit the message limit")
+    previous_value_bytes: int | None = Field(None, description="size of the full previous_value (only when truncated)")
+    previous_value_sha256: str | None = Field(
+        None, description="SHA-256 of the full previous_value (only when truncated)"
+    )
     value_truncated: bool | None = Field(None, description="value was cut to fit the broker's message limit")
     value_bytes: int | None = Field(None, description="size of the full value (only when truncated)")
     value_sha256: str | None = Field(None, description="SHA-256 of the full value (only when truncated)")

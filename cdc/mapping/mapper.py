@@ -168,7 +168,7 @@ class Mapper:
             if col == "post_password":
                 changes["has_password"] = {"old": bool(before.get(col)), "new": bool(after.get(col))}
             elif col == "post_content":
-                changes[col] = {"old": self._content(before.get(col))[0], "new": self._content(after[col])[0]}
+                changes[col] = self._content_change(before.get(col), after[col])
             else:
                 changes[col] = {"old": _value(col, before.get(col)), "new": _value(col, after[col])}
         out = [self._event(c, ev.POST_UPDATED, post_id, post_type, {"post": self._post_row(after), "changes": changes})]
@@ -204,6 +204,18 @@ class Mapper:
         row.setdefault("has_password", False)
         row.setdefault("content_truncated", False)
         return row
+
+    def _content_change(self, old: Any, new: Any) -> dict[str, Any]:
+        """{"old", "new"}, each cut like post.post_content and flagged beside it (old_truncated, …)."""
+        change: dict[str, Any] = {}
+        for side, raw in (("old", old), ("new", new)):
+            content, full_bytes, digest = self._content(raw)
+            change[side] = content
+            if full_bytes is not None:
+                change[f"{side}_truncated"] = True
+                change[f"{side}_bytes"] = full_bytes
+                change[f"{side}_sha256"] = digest
+        return change
 
     def _content(self, raw: Any) -> tuple[str | None, int | None, str | None]:
         """(content, full size if truncated, sha256 if truncated)."""
