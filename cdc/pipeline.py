@@ -92,10 +92,10 @@ class Pipeline:
                     metrics.source_event(item.timestamp)
                     if snapshot is not None and snapshot.chunk is not None:
                         snapshot.observe(item)
-                    mapped = mapper.map(item)
+                    mapped = mapper.map(item)  # maps and encodes inside one per-row guard
                     if mapped.events:
-                        for event in mapped.events:
-                            sink.send(event)
+                        for event, value in zip(mapped.events, mapped.encoded, strict=True):
+                            sink.send(event, value)
                             stats.events[event["event_type"]] += 1
                         self._unacked += len(mapped.events)
                         metrics.inflight = self._unacked
@@ -167,8 +167,8 @@ class Pipeline:
             sent = 0
             for row, post in enumerate(ready.posts):
                 mapped = self.mapper.snapshot(ready.snapshot_id, ready.chunk, post, row)
-                for event in mapped.events:
-                    self.sink.send(event)
+                for event, value in zip(mapped.events, mapped.encoded, strict=True):
+                    self.sink.send(event, value)
                     self.stats.events[event["event_type"]] += 1
                     sent += 1
                 if mapped.decode_errors:

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
+
+# The one encoding of an event, the Kafka message value byte for byte. The mapper calls it inside
+# its per-row guard (a failure dead-letters that row); the sink reuses those bytes.
+encode = orjson.dumps
 
 POST_CREATED = "post_created"
 POST_UPDATED = "post_updated"
@@ -111,6 +116,11 @@ class MetaData(_Model):
     value: str | None = Field(description="raw meta_value; null after a delete")
     value_decoded: Any = Field(None, description="PHP-unserialized value as JSON; absent when not serialized")
     value_decode_error: str | None = Field(None, description="present when the value looks serialized but failed")
+    value_decoded_as_text: list[str] | None = Field(
+        None,
+        description="JSON Pointers into value_decoded of numbers JSON cannot carry, given as text as PHP prints "
+        "them: integers beyond 64 bits (digits) and INF, -INF, NAN floats; absent when there are none",
+    )
     previous_value: str | None = Field(None, description="raw value before an update or delete")
     previous_value_truncated: bool | None = Field(None, description="previous_value was cut to fit the message limit")
     previous_value_bytes: int | None = Field(None, description="size of the full previous_value (only when truncated)")
@@ -138,6 +148,11 @@ class SnapshotMeta(_Model):
     value: str | None = Field(description="raw meta_value")
     value_decoded: Any = Field(None, description="PHP-unserialized value as JSON; absent when not serialized")
     value_decode_error: str | None = Field(None, description="present when the value looks serialized but failed")
+    value_decoded_as_text: list[str] | None = Field(
+        None,
+        description="JSON Pointers into value_decoded of numbers JSON cannot carry, given as text as PHP prints "
+        "them: integers beyond 64 bits (digits) and INF, -INF, NAN floats; absent when there are none",
+    )
     value_truncated: bool | None = Field(None, description="value was cut to fit the broker's message limit")
     value_bytes: int | None = Field(None, description="size of the full value (only when truncated)")
     value_sha256: str | None = Field(None, description="SHA-256 of the full value (only when truncated)")
@@ -161,6 +176,19 @@ class SnapshotData(_Model):
     terms: list[SnapshotTerm] = Field(description="every term relationship, with taxonomy, slug and name")
 
 
+class ColumnWarning(_Model):
+    """A column whose value in the event is not the stored value itself (see the README)."""
+
+    image: Literal["before", "after"] = Field(description="the row image the column is in")
+    column: str
+    problem: Literal["invalid_text", "invalid_date"] = Field(
+        description="invalid_text: bytes not valid in the column's character set (e.g. encoded surrogates "
+        "stored in a non-strict sql_mode), each invalid byte replaced by U+FFFD; invalid_date: a date "
+        "with a zero month or day (or one no calendar has), given as the server's text, e.g. "
+        "'2024-00-15 10:00:00', instead of ISO 8601"
+    )
+
+
 class _Envelope(_Model):
     event_id: str = Field(description="deterministic: server_id:file:pos:row[:suffix]; a replay yields the same id")
     schema_version: Literal[1]
@@ -169,6 +197,9 @@ class _Envelope(_Model):
     post_id: int
     post_type: str | None
     source: Source
+    column_warnings: list[ColumnWarning] | None = Field(
+        None, description="columns of the row whose value is replaced or raw text; absent when there are none"
+    )
 
 
 EventType = Literal[

@@ -17,8 +17,10 @@ from typing import Any
 from cdc.config import FilterConfig, MappingConfig
 from cdc.core.changes import RowChange, UndecodableRows
 from cdc.core.tables import TableKind
+from cdc.core.values import RawValue
 from cdc.errors import LookupUnavailable
 from cdc.mapping import events as ev
+from cdc.mapping.events import encode
 from cdc.mapping.serialized import decode_php
 from cdc.mapping.state import PostInfo, WordPressState
 from cdc.snapshot.snapshotter import Chunk, SnapshotPost
@@ -55,6 +57,9 @@ class Mapped:
     filtered: str | None = None
     dead_letter: dict[str, Any] | None = None
     decode_errors: int = 0
+    # The events as the sink publishes them (one per event), encoded inside the per-row guard so
+    # that a value JSON cannot carry dead-letters its row instead of failing in the sink.
+    encoded: list[bytes] = field(default_factory=list)
 
 
 _SKIP = object()  # value of a column that must not be emitted
@@ -85,16 +90,26 @@ class Mapper:
     # -- entry point ---------------------------------------------------------------------------
 
     def map(self, change: RowChange) -> Mapped:
+        """The row's outcome, its events already encoded: mapping and encoding share one guard, so
+        anything in row data that either cannot handle dead-letters this row and nothing else."""
         try:
             kind = change.wp.kind
             if kind is TableKind.POSTS:
-                return self._post(change)
-            if kind is TableKind.POSTMETA:
-                return self._meta(change)
-            if kind is TableKind.TERM_RELATIONSHIPS:
-                return self._term_relationship(change)
-            self._learn_terms(change)
-            return Mapped(filtered=TERM_LOOKUP_TABLE)
+                mapped = self._post(change)
+            elif kind is TableKind.POSTMETA:
+                mapped = self._meta(change)
+            elif kind is TableKind.TERM_RELATIONSHIPS:
+                mapped = self._term_relationship(change)
+            else:
+                self._learn_terms(change)
+                return Mapped(filtered=TERM_LOOKUP_TABLE)
+            if mapped.events:
+                if _has_raw(change.before) or _has_raw(change.after):
+                    warnings = _column_warnings(change)
+                    for event in mapped.events:
+                        event["column_warnings"] = warnings
+                mapped.encoded = _encode_all(mapped.events)
+            return mapped
         except LookupUnavailable:
             raise
         except Exception as exc:  # any failure becomes a dead letter: never a crash loop on one row
@@ -356,20 +371,20 @@ class Mapper:
                 for t in post.terms
             ]
             data = {"snapshot_id": snapshot_id, "post": self._post_row(image), "meta": meta, "terms": terms}
+            event = {
+                "event_id": f"{self.server_id}:snapshot:{snapshot_id}:{blog}:{post_id}",
+                "event_type": ev.POST_SNAPSHOT,
+                "schema_version": ev.SCHEMA_VERSION,
+                "occurred_at": self._occurred_at(chunk.read_at),
+                "blog_id": blog,
+                "post_id": post_id,
+                "post_type": post_type,
+                "source": self._snapshot_source(chunk, row),
+                "data": data,
+            }
+            return Mapped([event], decode_errors=decode_errors, encoded=_encode_all([event]))
         except Exception as exc:
             return Mapped(dead_letter=self._snapshot_dead_letter(snapshot_id, chunk, post, row, exc))
-        event = {
-            "event_id": f"{self.server_id}:snapshot:{snapshot_id}:{blog}:{post_id}",
-            "event_type": ev.POST_SNAPSHOT,
-            "schema_version": ev.SCHEMA_VERSION,
-            "occurred_at": self._occurred_at(chunk.read_at),
-            "blog_id": blog,
-            "post_id": post_id,
-            "post_type": post_type,
-            "source": self._snapshot_source(chunk, row),
-            "data": data,
-        }
-        return Mapped([event], decode_errors=decode_errors)
 
     def _snapshot_source(self, chunk: Chunk, row: int) -> dict[str, Any]:
         high = chunk.high
@@ -393,6 +408,8 @@ class Mapper:
         decoded = decode_php(value, max_bytes=self._max_decode_bytes, max_depth=self._max_decode_depth)
         if decoded.ok:
             data["value_decoded"] = decoded.value
+            if decoded.as_text:
+                data["value_decoded_as_text"] = list(decoded.as_text)
         elif decoded.error:
             data["value_decode_error"] = decoded.error
             return 1
@@ -493,7 +510,33 @@ class Mapper:
 
 
 def _reason(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, MappingError) else f"{type(exc).__name__}: {exc}"
+    return _safe_text(str(exc) if isinstance(exc, MappingError) else f"{type(exc).__name__}: {exc}")
+
+
+_RAW_TYPES = frozenset({RawValue})
+
+
+def _has_raw(image: dict[str, Any] | None) -> bool:
+    # One pass in C over the values' types: rows without a RawValue (all but a few) pay ~0.5 µs.
+    return image is not None and not _RAW_TYPES.isdisjoint(map(type, image.values()))
+
+
+def _column_warnings(c: RowChange) -> list[dict[str, str]]:
+    """The columns whose value is a RawValue, so a consumer knows which fields are not the value
+    itself (replaced characters, a date's raw text)."""
+    out = []
+    for side, image in (("before", c.before), ("after", c.after)):
+        for col, v in (image or {}).items():
+            if type(v) is RawValue:
+                out.append({"image": side, "column": col, "problem": v.problem})
+    return out
+
+
+def _encode_all(events: list[dict[str, Any]]) -> list[bytes]:
+    try:
+        return [encode(e) for e in events]
+    except TypeError as exc:  # orjson.JSONEncodeError: a value JSON cannot carry
+        raise MappingError(f"the event cannot be encoded as JSON: {exc}") from None
 
 
 # -- value helpers ---------------------------------------------------------------------------------
@@ -546,6 +589,8 @@ def _text(v: Any) -> str | None:
             return v.decode("utf-8")
         except UnicodeDecodeError:
             raise MappingError("a text column holds bytes that are not valid UTF-8") from None
+    if type(v) is RawValue:
+        return v.text
     raise MappingError(f"expected text, got {type(v).__name__}")
 
 
@@ -564,18 +609,41 @@ def _value(col: str, v: Any) -> Any:
         return sorted(v)
     if isinstance(v, (list, dict)):
         return v
+    if t is RawValue:
+        return v.text
     raise MappingError(f"column {col!r} has an unsupported type {t.__name__}")
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
+def _safe_text(text: str) -> str:
+    """Text JSON can carry: lone surrogates (which orjson rejects) become backslash escapes."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")
+
+
 def _raw_image(image: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A dead letter's row image, every value JSON-safe by construction: the record that reports an
+    unencodable row must itself always encode."""
     if image is None:
         return None
     out: dict[str, Any] = {}
     for k, v in image.items():
-        if v is None or isinstance(v, (int, str, float, bool)):
+        k = _safe_text(str(k))
+        if v is None or isinstance(v, (bool, float)):
             out[k] = v
+        elif isinstance(v, int):
+            out[k] = v if v in _INT64 else str(v)
+        elif isinstance(v, str):
+            out[k] = _safe_text(v)
         elif isinstance(v, bytes):
             out[k] = v.decode("utf-8", "backslashreplace")
+        elif isinstance(v, RawValue):
+            out[k] = v.raw.decode("utf-8", "backslashreplace") if v.raw is not None else v.text
         else:
-            out[k] = str(v)
+            out[k] = _safe_text(str(v))
     return out
