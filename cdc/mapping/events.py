@@ -187,6 +187,7 @@ class ColumnWarning(_Model):
         "with a zero month or day (or one no calendar has), given as the server's text, e.g. "
         "'2024-00-15 10:00:00', instead of ISO 8601"
     )
+    meta_id: int | None = Field(None, description="in a post_snapshot: the meta row the column is in")
 
 
 class _Envelope(_Model):

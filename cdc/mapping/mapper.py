@@ -352,11 +352,14 @@ class Mapper:
                 return Mapped(filtered=reason)
             meta = []
             decode_errors = 0
+            warnings = _image_warnings("after", image) if _has_raw(image) else []
             for m in post.meta:
                 key = _str(m, "meta_key")
                 if key in self._excluded_meta_keys:
                     continue
                 item: dict[str, Any] = {"meta_id": _int(m, "meta_id"), "meta_key": key}
+                if _has_raw(m):
+                    warnings += [{**w, "meta_id": item["meta_id"]} for w in _image_warnings("after", m)]
                 decode_errors += self._meta_value(item, _text(m.get("meta_value")))
                 meta.append(item)
             terms = [
@@ -382,6 +385,8 @@ class Mapper:
                 "source": self._snapshot_source(chunk, row),
                 "data": data,
             }
+            if warnings:
+                event["column_warnings"] = warnings
             return Mapped([event], decode_errors=decode_errors, encoded=_encode_all([event]))
         except Exception as exc:
             return Mapped(dead_letter=self._snapshot_dead_letter(snapshot_id, chunk, post, row, exc))
@@ -521,15 +526,16 @@ def _has_raw(image: dict[str, Any] | None) -> bool:
     return image is not None and not _RAW_TYPES.isdisjoint(map(type, image.values()))
 
 
-def _column_warnings(c: RowChange) -> list[dict[str, str]]:
+def _column_warnings(c: RowChange) -> list[dict[str, Any]]:
     """The columns whose value is a RawValue, so a consumer knows which fields are not the value
     itself (replaced characters, a date's raw text)."""
-    out = []
-    for side, image in (("before", c.before), ("after", c.after)):
-        for col, v in (image or {}).items():
-            if type(v) is RawValue:
-                out.append({"image": side, "column": col, "problem": v.problem})
-    return out
+    return _image_warnings("before", c.before) + _image_warnings("after", c.after)
+
+
+def _image_warnings(side: str, image: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return [
+        {"image": side, "column": col, "problem": v.problem} for col, v in (image or {}).items() if type(v) is RawValue
+    ]
 
 
 def _encode_all(events: list[dict[str, Any]]) -> list[bytes]:

@@ -133,3 +133,39 @@ def test_fast_decoding_and_the_library_agree_on_hostile_values(site: Site, monke
     after = next(row[3] for row in fast if row[0] == "update")
     assert after["t_dt6"].text == "2024-00-00 10:11:12.123456" and after["t_date"].text == "2024-02-00"
     assert after["post_modified"].text == "2024-05-00 00:00:00" and after["post_title"].text == REPLACED
+
+
+def test_a_snapshot_publishes_hostile_values_like_the_stream(make_site: Any) -> None:
+    site = make_site(snapshot={"mode": "initial", "chunk_size": 10})
+    lenient(
+        site,
+        "INSERT INTO wp_posts (post_title, post_status, post_type, post_content, post_excerpt, to_ping, pinged,"
+        f" post_content_filtered, post_date) VALUES ({BAD}, 'publish', 'post', '', '', '', '', '',"
+        " '2024-00-15 10:00:00')",
+    )
+    (pid,) = site.query("SELECT MAX(ID) FROM wp_posts")[0]
+    lenient(
+        site,
+        f"INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES ({pid}, 'bad', {BAD}),"
+        f" ({pid}, 'huge', 'i:99999999999999999999999;')",
+    )
+    other = site.insert_post("plain", status="publish")
+    s = site.streamer()
+    try:
+        records = site.consume(expect=2, timeout=60)
+        assert s.proc.poll() is None, s.output()
+    finally:
+        assert s.stop() == 0, s.output()
+    by_id = {r.value["post_id"]: r.value for r in records}
+    assert set(by_id) == {pid, other}
+    snap = by_id[pid]
+    assert snap["data"]["post"]["post_title"] == REPLACED
+    assert snap["data"]["post"]["post_date"] == "2024-00-15 10:00:00"
+    meta = {m["meta_key"]: m for m in snap["data"]["meta"]}
+    assert meta["bad"]["value"] == REPLACED and meta["huge"]["value_decoded"] == "99999999999999999999999"
+    assert {(w["column"], w["problem"]) for w in snap["column_warnings"]} == {
+        ("post_title", "invalid_text"),
+        ("post_date", "invalid_date"),
+        ("meta_value", "invalid_text"),
+    }
+    assert "column_warnings" not in by_id[other]
