@@ -92,6 +92,7 @@ class Mapper:
     def map(self, change: RowChange) -> Mapped:
         """The row's outcome, its events already encoded: mapping and encoding share one guard, so
         anything in row data that either cannot handle dead-letters this row and nothing else."""
+        _raw_seen[0] = False
         try:
             kind = change.wp.kind
             if kind is TableKind.POSTS:
@@ -104,10 +105,11 @@ class Mapper:
                 self._learn_terms(change)
                 return Mapped(filtered=TERM_LOOKUP_TABLE)
             if mapped.events:
-                if _has_raw(change.before) or _has_raw(change.after):
+                if _raw_seen[0]:
                     warnings = _column_warnings(change)
-                    for event in mapped.events:
-                        event["column_warnings"] = warnings
+                    if warnings:
+                        for event in mapped.events:
+                            event["column_warnings"] = warnings
                 mapped.encoded = _encode_all(mapped.events)
             return mapped
         except LookupUnavailable:
@@ -519,10 +521,13 @@ def _reason(exc: Exception) -> str:
 
 
 _RAW_TYPES = frozenset({RawValue})
+# Set by _text/_value when they hand on a RawValue's text, so the per-row scan for column_warnings
+# runs only for the rare row that has one (scanning every row's images would cost ~1 µs each).
+# The mapper runs in one thread.
+_raw_seen = [False]
 
 
 def _has_raw(image: dict[str, Any] | None) -> bool:
-    # One pass in C over the values' types: rows without a RawValue (all but a few) pay ~0.5 µs.
     return image is not None and not _RAW_TYPES.isdisjoint(map(type, image.values()))
 
 
@@ -596,6 +601,7 @@ def _text(v: Any) -> str | None:
         except UnicodeDecodeError:
             raise MappingError("a text column holds bytes that are not valid UTF-8") from None
     if type(v) is RawValue:
+        _raw_seen[0] = True
         return v.text
     raise MappingError(f"expected text, got {type(v).__name__}")
 
@@ -616,6 +622,7 @@ def _value(col: str, v: Any) -> Any:
     if isinstance(v, (list, dict)):
         return v
     if t is RawValue:
+        _raw_seen[0] = True
         return v.text
     raise MappingError(f"column {col!r} has an unsupported type {t.__name__}")
 

@@ -162,9 +162,26 @@ def test_mapper_never_raises_and_output_is_schema_valid(data: st.DataObject) -> 
         assert value == encode(event)  # the bytes the sink publishes, made inside the row's guard
         ev.EVENT_MODELS[event["event_type"]].model_validate(orjson.loads(value))
         _check_decoded(event)
+        _check_warnings(change, event)
     if out.dead_letter is not None:
         ev.DeadLetter.model_validate(out.dead_letter)
         ev.DeadLetter.model_validate(orjson.loads(encode(out.dead_letter)))  # the sink's encode must not raise
+
+
+def _check_warnings(change: RowChange, event: dict[str, Any]) -> None:
+    """A RawValue's text in a published column is always named in column_warnings."""
+    image, side = (change.after, "after") if change.after is not None else (change.before, "before")
+    assert image is not None
+    published = {"meta_value", "meta_key"} if change.wp.kind is TableKind.POSTMETA else set(image) - {"post_password"}
+    if change.wp.kind not in (TableKind.POSTS, TableKind.POSTMETA) or event["event_type"] not in (
+        ev.POST_CREATED, ev.POST_UPDATED, ev.POST_DELETED, ev.POST_META_ADDED, ev.POST_META_UPDATED,
+        ev.POST_META_DELETED,
+    ):  # fmt: skip
+        return
+    for col in published:
+        if isinstance(image.get(col), RawValue):
+            warning = {"image": side, "column": col, "problem": image[col].problem}
+            assert warning in event.get("column_warnings", []), (col, event.get("column_warnings"))
 
 
 def _check_decoded(event: dict[str, Any]) -> None:
