@@ -301,6 +301,9 @@ def _unquote_file_text(message: str) -> str:
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
     """Where and what, never a snippet of the file: the line in error may hold a password."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        return f"line {line}: character #x{exc.character:04x}: {exc.reason}"
     if not isinstance(exc, yaml.MarkedYAMLError):
         return "the file could not be parsed"
     what = " ".join(_unquote_file_text(part) for part in (exc.context, exc.problem) if part)
@@ -341,6 +344,11 @@ def load_config(path: Path | str) -> Config:
         raise ConfigError(
             f"cannot read the configuration file {path}: {exc.strerror}",
             "pass --config with the path of a YAML file (config.yaml in the repository is an example)",
+        ) from None
+    except UnicodeDecodeError as exc:  # its message names the byte's offset, never the text around it
+        raise ConfigError(
+            f"{path} is not UTF-8 text: byte {exc.start} cannot be decoded",
+            "save the file as UTF-8",
         ) from None
     try:
         data = yaml.safe_load(text)

@@ -145,3 +145,15 @@ def test_a_validation_error_on_a_secret_key_never_prints_the_value(data: dict[st
     shown = f"{err.value.problem} {err.value.fix} {err.value}"
     assert SECRET not in shown
     assert "not shown" in err.value.problem
+
+
+@pytest.mark.parametrize(
+    "content", [f"mysql:\n  password: {SECRET}\x00\n".encode(), f"mysql:\n  password: {SECRET}\xff\n".encode("latin-1")]
+)
+def test_unreadable_bytes_in_the_file_are_a_config_error_without_the_text(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert SECRET not in f"{err.value.problem} {err.value.fix}"
+    assert "line 2" in err.value.problem or "byte 30" in err.value.problem
