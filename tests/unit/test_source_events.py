@@ -29,6 +29,7 @@ class _Raw:
 class _Packet:
     def __init__(self, log_pos: int) -> None:
         self.log_pos = log_pos
+        self.event_size = 100  # the header's size: the whole event
         self.packet = _Raw(b"\x00raw-event-bytes")
 
 
@@ -41,7 +42,7 @@ def fake(cls: type, log_pos: int, **attrs: Any) -> Any:
 
     obj = Fake()
     obj.packet = _Packet(log_pos)
-    obj.event_size = 100
+    obj.event_size = 77  # the library's: without the 19-byte header and the 4-byte checksum
     obj.timestamp = 1_790_000_000
     for k, v in attrs.items():
         if k != "rows":
