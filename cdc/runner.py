@@ -151,7 +151,7 @@ def _run_live(
             metrics.sink_up = True
         pipeline.sink = sink_box[0]
         start = store.load() or cp
-        pipeline.stream(start.position, blocking=True)
+        pipeline.stream(start.position, blocking=True, prepared=start.xa_prepared)
 
     def recover(exc: Exception) -> None:
         if isinstance(exc, SinkError):

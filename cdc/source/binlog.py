@@ -9,6 +9,7 @@ refuses to start inside a transaction.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from pymysqlreplication.event import (
     NotImplementedEvent,
     QueryEvent,
     RotateEvent,
+    XAPrepareEvent,
     XidEvent,
 )
 from pymysqlreplication.row_event import (
@@ -32,7 +34,16 @@ from pymysqlreplication.row_event import (
 )
 
 from cdc.config import Config
-from cdc.core.changes import Idle, RowChange, SourceItem, TransactionEnd, UndecodableRows
+from cdc.core.changes import (
+    Idle,
+    PreparedRef,
+    RowChange,
+    SourceItem,
+    TransactionEnd,
+    UndecodableRows,
+    XAOutcome,
+    XAPrepared,
+)
 from cdc.core.position import BinlogPosition
 from cdc.core.tables import TableMatcher
 from cdc.errors import PositionGoneError, SourceError
@@ -45,6 +56,10 @@ log = logging.getLogger(__name__)
 # (log_bin_compress). Seeing one means rows are being lost, so the source stops.
 _UNDECODABLE_EVENT_TYPES = {40, 165, 166, 167, 168, 169, 170, 171}
 _MARIADB_GTID_STANDALONE = 0x01
+_MARIADB_GTID_PREPARED_XA = 0x40  # FL_PREPARED_XA: this transaction is XA START ... XA PREPARE
+# How the server writes an XID in the binlog (XA COMMIT X'7831',X'',1); a quoted form as a fallback.
+_XID_HEX = re.compile(r"X'([0-9A-F]*)'\s*,\s*X'([0-9A-F]*)'\s*,\s*(\d+)", re.I)
+_XID_TEXT = re.compile(r"'((?:[^']|'')*)'(?:\s*,\s*'((?:[^']|'')*)')?(?:\s*,\s*(\d+))?")
 
 
 class _LibraryReconnected(Exception):
@@ -135,6 +150,7 @@ class BinlogSource:
                 DeleteRowsEvent,
                 TableMapEvent,
                 PartialUpdateRowsEvent,
+                XAPrepareEvent,
                 # The library drops events whose class is not listed, the table maps included.
                 *fast_decoding.EVENT_CLASSES,
                 XidEvent,
@@ -199,10 +215,16 @@ class BinlogSource:
         in_txn: bool | None = None
         stop_at = self._stop_at
         match = self._tables.match
+        # Where the current transaction can be read again from: the end of the previous one.
+        txn_from = self._start
+        # Row items of an XA transaction, held until its XA PREPARE: its outcome is decided later.
+        xa: list[RowChange | UndecodableRows] | None = None
 
         for ev in reader:
             if isinstance(ev, RotateEvent):
                 file = ev.next_binlog
+                if not in_txn:
+                    txn_from = BinlogPosition(file, ev.position)
                 continue
             if isinstance(ev, HeartbeatLogEvent):
                 # A heartbeat is sent only when the dump thread has nothing left to send, so its
@@ -216,13 +238,36 @@ class BinlogSource:
                 # A MariaDB GTID event opens the transaction (it replaces BEGIN); MySQL's is followed
                 # by a BEGIN query. A standalone one (DDL) is closed by its single query.
                 in_txn = isinstance(ev, MariadbGtidEvent) and not standalone
+                xa = [] if isinstance(ev, MariadbGtidEvent) and ev.flags & _MARIADB_GTID_PREPARED_XA else None
+                continue
+            if isinstance(ev, XAPrepareEvent):
+                # The end of an XA transaction's part in the binlog, not its commit.
+                if in_txn is None:
+                    self._mid_transaction()
+                in_txn = False
+                end = _boundary(file, ev, gtid)
+                xid = xid_key(ev.xid_gtrid, ev.xid_bqual, ev.xid_format_id)
+                yield XAPrepared(PreparedRef(xid, txn_from, end.next_position), end, xa or [], ev.one_phase)
+                xa = None
+                txn_from = end.next_position
+                if stop_at is not None and stop_at <= end.next_position:
+                    return
                 continue
             if isinstance(ev, (QueryEvent, XidEvent)):
+                outcome: bool | None = None
                 if isinstance(ev, QueryEvent):
                     query = ev.query.strip().upper()
                     if query == "BEGIN":
                         in_txn = True
                         continue
+                    if query.startswith("XA "):
+                        verb = query[3:].lstrip()
+                        if verb.startswith("START"):  # MySQL: XA START opens the transaction (no BEGIN)
+                            in_txn = True
+                            xa = []
+                            continue
+                        if not in_txn and verb.startswith(("COMMIT", "ROLLBACK")):
+                            outcome = verb.startswith("COMMIT")
                     # COMMIT ends a non-transactional group; any other query outside a transaction
                     # (DDL) is a transaction of its own; inside one (SAVEPOINT, …) it ends nothing.
                     if query not in ("COMMIT", "ROLLBACK") and in_txn:
@@ -231,7 +276,16 @@ class BinlogSource:
                     self._mid_transaction()
                 in_txn = False
                 end = _boundary(file, ev, gtid)
-                yield end
+                xid = None
+                if outcome is not None:
+                    xid = parse_xid(ev.query.strip()[3:].lstrip()[6 if outcome else 8 :].lstrip())
+                    if xid is None:
+                        log.error(
+                            "cannot read the XID of %r at %s:%d; the prepared transaction it decides stays held",
+                            ev.query.strip()[:200], file, event_start(ev), extra={"event": "xa_unreadable"},
+                        )  # fmt: skip
+                yield end if xid is None else XAOutcome(xid, bool(outcome), end)
+                txn_from = end.next_position
                 if stop_at is not None and stop_at <= end.next_position:
                     return
                 continue
@@ -273,9 +327,15 @@ class BinlogSource:
                 rows = ev.rows
             except Exception as exc:  # undecodable row images: dead-letter them, do not crash-loop here
                 raw = bytes(ev.packet.packet.get_all_data())
-                yield UndecodableRows(op, ev.table, wp, file, pos, ts, gtid, f"{type(exc).__name__}: {exc}", raw)
+                bad = UndecodableRows(op, ev.table, wp, file, pos, ts, gtid, f"{type(exc).__name__}: {exc}", raw)
+                if xa is not None:
+                    xa.append(bad)
+                else:
+                    yield bad
                 continue
-            if op == "update":
+            if xa is not None:
+                xa.extend(_row_changes(op, ev.table, wp, rows, file, pos, ts, gtid))
+            elif op == "update":
                 for i, r in enumerate(rows):
                     yield RowChange(
                         "update", ev.table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid
@@ -294,6 +354,34 @@ class BinlogSource:
             "GTID/BEGIN event as shown by `mysqlbinlog`",
             fatal=True,
         )
+
+
+def _row_changes(
+    op: str, table: str, wp: Any, rows: list[dict[str, Any]], file: str, pos: int, ts: int, gtid: str | None
+) -> Iterator[RowChange]:
+    for i, r in enumerate(rows):
+        if op == "update":
+            yield RowChange(op, table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid)
+        elif op == "insert":
+            yield RowChange(op, table, wp, None, r["values"], file, pos, i, ts, gtid)
+        else:
+            yield RowChange(op, table, wp, r["values"], None, file, pos, i, ts, gtid)
+
+
+def xid_key(gtrid: bytes, bqual: bytes, format_id: int) -> str:
+    """An XID as the server writes it in XA COMMIT/ROLLBACK statements: X'gtrid',X'bqual',formatID."""
+    return f"X'{gtrid.hex()}',X'{bqual.hex()}',{format_id}"
+
+
+def parse_xid(text: str) -> str | None:
+    m = _XID_HEX.match(text)
+    if m:
+        return xid_key(bytes.fromhex(m[1]), bytes.fromhex(m[2]), int(m[3]))
+    m = _XID_TEXT.match(text)
+    if m:
+        unquote = lambda v: (v or "").replace("''", "'").encode()  # noqa: E731
+        return xid_key(unquote(m[1]), unquote(m[2]), int(m[3] or 1))
+    return None
 
 
 def event_start(ev: Any) -> int:

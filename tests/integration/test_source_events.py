@@ -4,6 +4,7 @@ against a real MariaDB (and a real broker where the whole path is claimed)."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from typing import Any
 
@@ -50,3 +51,92 @@ def test_event_positions_are_the_servers_own(site: Site) -> None:
     assert kinds["post_created"].startswith("Write_rows")
     assert kinds["post_meta_updated"].startswith("Update_rows")
     assert kinds["post_meta_deleted"].startswith("Delete_rows")
+
+
+def xa_insert_post(site: Site, xid: str, title: str, outcome: str | None) -> None:
+    """One XA transaction on its own connection: insert a post and its meta, prepare, then `outcome`
+    (COMMIT, ROLLBACK, or None: left prepared, to be decided from another connection)."""
+    conn = site.stack.db.root()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"USE `{site.database}`")
+            cur.execute(f"XA START '{xid}'")
+            cur.execute(
+                "INSERT INTO wp_posts (post_title, post_status, post_type, post_content, post_excerpt, to_ping, "
+                "pinged, post_content_filtered) VALUES (%s, 'draft', 'post', '', '', '', '', '')",
+                (title,),
+            )
+            cur.execute(
+                "INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES (LAST_INSERT_ID(), 'xa', %s)", (xid,)
+            )
+            cur.execute(f"XA END '{xid}'")
+            cur.execute(f"XA PREPARE '{xid}'")
+            if outcome:
+                cur.execute(f"XA {outcome} '{xid}'")
+    finally:
+        conn.close()  # a prepared XA transaction outlives its connection (MariaDB >= 10.5)
+
+
+def titles(records: list[Any]) -> list[str]:
+    return [r.value["data"]["post"]["post_title"] for r in records if r.value["event_type"] in ("post_created",)]
+
+
+def test_xa_rows_are_published_on_commit_and_never_on_rollback(site: Site) -> None:
+    site.set_checkpoint()
+    s = site.streamer()
+    try:
+        xa_insert_post(site, f"{site.database}-c", "xa committed", "COMMIT")
+        xa_insert_post(site, f"{site.database}-r", "xa rolled back", "ROLLBACK")
+        site.insert_post("after both")
+        records = site.consume(expect=3)
+    finally:
+        assert s.stop() == 0, s.output()
+    assert titles(records) == ["xa committed", "after both"]
+    assert sorted(r.value["event_type"] for r in records) == ["post_created", "post_created", "post_meta_added"]
+    assert "xa rolled back" not in str([r.value for r in records])
+    assert "XA ROLLBACK X'" in s.output() and "2 row(s) prepared at" in s.output()
+    # replay reads the same range to the same verdicts
+    assert [e["event_id"] for e in replay(site, site.start)] == sorted(
+        (r.value["event_id"] for r in records), key=lambda i: int(i.split(":")[2])
+    )
+
+
+def test_xa_prepared_before_a_crash_is_published_once_when_it_commits_after_it(site: Site) -> None:
+    site.set_checkpoint()
+    xid = f"{site.database}-k"
+    first = site.streamer()
+    try:
+        xa_insert_post(site, xid, "xa held", None)
+        prepare_end = site.position()
+        site.insert_post("after the prepare")
+        records = site.consume(expect=1)
+        assert titles(records) == ["after the prepare"], "a prepared transaction is not committed"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            cp = json.loads(site.checkpoint_path.read_text())
+            if cp.get("xa_prepared") and cp["pos"] > int(prepare_end.split(":")[1]):
+                break
+            time.sleep(0.1)
+    finally:
+        first.stop(signal.SIGKILL)
+    # The checkpoint moved on, but it names the prepared transaction and where to read it again.
+    [held] = cp["xa_prepared"]
+    assert held["xid"] == "X'" + xid.encode().hex() + "',X'',1"
+    start_file, start_pos = held["start"].split(":")
+    assert (start_file, int(start_pos)) <= (prepare_end.split(":")[0], int(prepare_end.split(":")[1]))
+    assert held["end"] == prepare_end
+
+    second = site.streamer()
+    try:
+        assert "xa held" not in titles(site.consume(idle=1.0))
+        site.sql(f"XA COMMIT '{xid}'")
+        site.insert_post("after the commit")
+        records = site.consume(expect=4)
+    finally:
+        assert second.stop() == 0, second.output()
+    created = titles(records)
+    assert created.count("xa held") == 1, created
+    assert created.index("after the prepare") < created.index("xa held") < created.index("after the commit")
+    held_events = [r.value for r in records if r.value["data"].get("meta_key") == "xa"]
+    assert len(held_events) == 1 and held_events[0]["data"]["value"] == xid
+    assert json.loads(site.checkpoint_path.read_text()).get("xa_prepared") is None

@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pymysqlreplication.event import MariadbGtidEvent, QueryEvent, RotateEvent, XidEvent
+from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, RotateEvent, XAPrepareEvent, XidEvent
 from pymysqlreplication.row_event import TableMapEvent, WriteRowsEvent
 
 from cdc.config import parse_config
-from cdc.core.changes import RowChange, TransactionEnd, UndecodableRows
+from cdc.core.changes import RowChange, TransactionEnd, UndecodableRows, XAOutcome, XAPrepared
 from cdc.core.position import BinlogPosition
 from cdc.errors import SourceError
 from cdc.mapping import events as ev
 from cdc.mapping.mapper import Mapper
 from cdc.mapping.state import NoLookup, WordPressState
-from cdc.source.binlog import BinlogSource
+from cdc.source.binlog import BinlogSource, parse_xid
 
 
 class _Raw:
@@ -104,3 +104,49 @@ def test_boundaries_after_xid_ddl_and_rotation() -> None:
 def test_non_wordpress_tables_are_skipped() -> None:
     items = read([gtid(200), fake(WriteRowsEvent, 300, table="wp_options", rows=[{"values": {}}]), fake(XidEvent, 400)])
     assert [type(i) for i in items] == [TransactionEnd]
+
+
+def xa_prepare(pos: int, gtrid: bytes, one_phase: bool = False) -> Any:
+    return fake(XAPrepareEvent, pos, xid_gtrid=gtrid, xid_bqual=b"", xid_format_id=1, one_phase=one_phase)
+
+
+def test_mysql_xa_rows_are_held_until_the_outcome() -> None:
+    row = {"values": {"meta_id": 1, "post_id": 2, "meta_key": "k", "meta_value": "v"}}
+
+    class MySQLGtid(GtidEvent):  # type: ignore[misc]
+        gtid = "3E11FA47-71CA-11E1-9E33-C80AA9429562:5"  # a property in the library
+
+    def mysql_gtid(pos: int) -> Any:
+        return fake(MySQLGtid, pos)
+
+    items = read([
+        fake(QueryEvent, 100, query="CREATE TABLE t (a INT)"),  # a boundary: the XA one is re-read from 100
+        mysql_gtid(200),
+        fake(QueryEvent, 300, query="XA START X'6b31',X'',1"),  # MySQL: no BEGIN, XA START opens it
+        fake(TableMapEvent, 400),
+        fake(WriteRowsEvent, 500, table="wp_postmeta", rows=[row]),
+        fake(QueryEvent, 600, query="XA END X'6b31',X'',1"),
+        xa_prepare(700, b"k1"),
+        mysql_gtid(800),
+        fake(QueryEvent, 900, query="XA ROLLBACK X'6b31',X'',1"),
+        mysql_gtid(1000),
+        fake(QueryEvent, 1100, query="XA START X'6b32',X'',1"),
+        fake(WriteRowsEvent, 1200, table="wp_postmeta", rows=[row]),
+        fake(QueryEvent, 1300, query="XA END X'6b32',X'',1"),
+        xa_prepare(1400, b"k2", one_phase=True),  # XA COMMIT ... ONE PHASE
+    ])  # fmt: skip
+    assert [type(i) for i in items] == [TransactionEnd, XAPrepared, XAOutcome, XAPrepared]
+    prepared, outcome, one_phase = items[1:]
+    assert prepared.ref.xid == "X'6b31',X'',1" and not prepared.one_phase
+    assert (str(prepared.ref.start), str(prepared.ref.end)) == ("binlog.000001:100", "binlog.000001:700")
+    assert [type(i) for i in prepared.items] == [RowChange] and prepared.items[0].pos == 400
+    assert (outcome.xid, outcome.committed, outcome.end.next_position.pos) == ("X'6b31',X'',1", False, 900)
+    assert one_phase.one_phase and len(one_phase.items) == 1
+
+
+def test_xids_as_the_server_writes_them_and_quoted() -> None:
+    assert parse_xid("X'7831',X'',1") == "X'7831',X'',1"
+    assert parse_xid("X'7A',X'6231',7") == "X'7a',X'6231',7"
+    assert parse_xid("'x1'") == "X'7831',X'',1"
+    assert parse_xid("'it''s','b',3") == "X'" + b"it's".hex() + "',X'62',3"
+    assert parse_xid("nonsense") is None
