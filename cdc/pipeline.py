@@ -139,10 +139,14 @@ class Pipeline:
                     self._flush_counters()
                     if snapshot is not None:
                         self._poll_inbox(time.monotonic())
-                    if snapshot is not None and snapshot.active and item.position is not None:
-                        # Nothing else is coming: the heartbeat position is a boundary the stream reached.
+                    active = snapshot is not None and snapshot.active
+                    if item.position is not None and (active or item.position != self._last_saved):
+                        # Nothing else is coming: the heartbeat position is a boundary the stream reached,
+                        # maybe in a newer file after a quiet rotation. The checkpoint follows it there, so
+                        # purging the old file later is not mistaken for a gap.
                         self._pending = TransactionEnd(item.position, self._gtid, item.timestamp)
-                        self._snapshot_at(self._pending)
+                        if active:
+                            self._snapshot_at(self._pending)
                     if self._pending is not None and time.monotonic() - self._last_commit >= interval:
                         self.commit()
                 if self.stop.is_set() or (self.stop_when_snapshot_done and snapshot and not snapshot.active):

@@ -11,11 +11,12 @@ from pymysqlreplication.row_event import TableMapEvent, WriteRowsEvent
 from cdc.config import parse_config
 from cdc.core.changes import RowChange, TransactionEnd, UndecodableRows, XAOutcome, XAPrepared
 from cdc.core.position import BinlogPosition
-from cdc.errors import SourceError
+from cdc.errors import PositionGoneError, SourceError
 from cdc.mapping import events as ev
 from cdc.mapping.mapper import Mapper
 from cdc.mapping.state import NoLookup, WordPressState
 from cdc.source.binlog import BinlogSource, parse_xid
+from cdc.source.server import Server
 
 
 class _Raw:
@@ -150,3 +151,45 @@ def test_xids_as_the_server_writes_them_and_quoted() -> None:
     assert parse_xid("'x1'") == "X'7831',X'',1"
     assert parse_xid("'it''s','b',3") == "X'" + b"it's".hex() + "',X'62',3"
     assert parse_xid("nonsense") is None
+
+
+class _Binlogs(Server):
+    """A Server whose SHOW BINARY LOGS / SHOW BINLOG EVENTS answers are given."""
+
+    def __init__(self, logs: list[str], gtid_list: str) -> None:
+        self._logs, self._gtid_list = logs, gtid_list
+
+    def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        if sql == "SHOW BINARY LOGS":
+            return [(name, 1000) for name in self._logs]
+        assert sql.startswith("SHOW BINLOG EVENTS IN 'binlog.000008'")
+        return [
+            ("binlog.000008", 4, "Format_desc", 1, 256, "Server ver"),
+            ("binlog.000008", 256, "Gtid_list", 1, 299, self._gtid_list),
+        ]
+
+
+@pytest.mark.parametrize(
+    ("gtid_list", "gtid", "resumes"),
+    [
+        ("[0-101-9]", "0-101-9", True),  # nothing after the checkpoint's transaction
+        ("[0-101-9,0-102-7]", "0-101-9", True),  # another server's older GTID in the same domain
+        ("[0-101-10]", "0-101-9", False),  # a transaction after it: a gap
+        ("[0-102-10,0-101-9]", "0-101-9", False),
+        ("[0-101-9,1-101-3]", "0-101-9", False),  # another domain may have written after it
+        ("[]", "0-101-9", False),
+        ("[0-101-9]", None, False),  # no GTID in the checkpoint: cannot tell
+        ("[0-101-9]", "3E11FA47-71CA-11E1-9E33-C80AA9429562:9", False),
+    ],
+)
+def test_a_purged_checkpoint_file_is_a_gap_unless_the_next_file_proves_otherwise(
+    gtid_list: str, gtid: str | None, resumes: bool
+) -> None:
+    server = _Binlogs(["binlog.000008", "binlog.000009"], gtid_list)
+    at_end = BinlogPosition("binlog.000007", 5506)
+    if resumes:
+        assert server.resume_position(at_end, gtid) == BinlogPosition("binlog.000008", 4)
+    else:
+        with pytest.raises(PositionGoneError, match=r"oldest available: binlog\.000008"):
+            server.resume_position(at_end, gtid)
+    assert server.resume_position(BinlogPosition("binlog.000009", 4), gtid) == BinlogPosition("binlog.000009", 4)
