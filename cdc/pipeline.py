@@ -19,6 +19,7 @@ from cdc.core.changes import (
     Idle,
     PreparedRef,
     RowChange,
+    TableChange,
     TransactionEnd,
     UndecodableRows,
     XAOutcome,
@@ -134,6 +135,8 @@ class Pipeline:
                         progress(item.next_position, stats)
                 elif type(item) is UndecodableRows:
                     self._undecodable(item)
+                elif type(item) is TableChange:
+                    self._table_change(item)
                 elif type(item) is Idle:
                     metrics.source_idle()
                     self._flush_counters()
@@ -179,6 +182,20 @@ class Pipeline:
     def _undecodable(self, item: UndecodableRows) -> None:
         self.metrics.decode_errors.inc()
         self._dead_letter(item, self.mapper.undecodable(item))
+
+    def _table_change(self, item: TableChange) -> None:
+        event = self.mapper.table_event(item)
+        self.sink.send(event)
+        self.stats.events[event["event_type"]] += 1
+        self._unacked += 1
+        # A truncated table can go on being captured; a dropped or renamed one cannot: someone must act.
+        level = logging.WARNING if item.kind == "truncated" else logging.ERROR
+        log.log(
+            level,
+            "%s %s at %s:%d (%s): consumers' state of it is stale; `wpcdc snapshot` re-publishes the current state",
+            event["event_type"], item.table, item.file, item.pos, item.statement[:200],
+            extra={"event": event["event_type"], "event_id": event["event_id"], "table": item.table},
+        )  # fmt: skip
 
     def _xa(self, item: XAPrepared | XAOutcome) -> TransactionEnd:
         """Rows of an XA transaction are written at XA PREPARE but happen only at XA COMMIT: hold

@@ -89,4 +89,21 @@ class XAOutcome:
     end: TransactionEnd
 
 
-SourceItem = RowChange | TransactionEnd | Idle | UndecodableRows | XAPrepared | XAOutcome
+@dataclass(slots=True)
+class TableChange:
+    """TRUNCATE, DROP or RENAME of a captured table: a DDL query, so no rows event tells of it."""
+
+    kind: str  # "truncated" | "dropped" | "renamed"
+    table: str
+    wp: WordPressTable
+    renamed_from: str | None  # renames only: the names as written (db.table when another database)
+    renamed_to: str | None
+    index: int  # the table's place in its statement (DROP TABLE a, b): with `pos` it identifies the change
+    file: str
+    pos: int  # start of the query event
+    timestamp: int
+    gtid: str | None
+    statement: str
+
+
+SourceItem = RowChange | TransactionEnd | Idle | UndecodableRows | XAPrepared | XAOutcome | TableChange

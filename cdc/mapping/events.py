@@ -12,7 +12,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+# 2: positions (source.pos, event_id) are the server's own event starts, 23 bytes before v1's (README Changelog).
+SCHEMA_VERSION = 2
 
 # The one encoding of an event, the Kafka message value byte for byte. The mapper calls it inside
 # its per-row guard (a failure dead-letters that row); the sink reuses those bytes.
@@ -33,6 +34,9 @@ POST_TERM_ADDED = "post_term_added"
 POST_TERM_REMOVED = "post_term_removed"
 POST_TERM_UPDATED = "post_term_updated"
 POST_SNAPSHOT = "post_snapshot"
+TABLE_TRUNCATED = "table_truncated"
+TABLE_DROPPED = "table_dropped"
+TABLE_RENAMED = "table_renamed"
 DEAD_LETTER = "dead_letter"
 
 
@@ -45,8 +49,11 @@ class Source(_Model):
 
     server_id: int = Field(description="server_id of the MySQL/MariaDB server whose binlog was read")
     file: str
-    pos: int = Field(description="start position of the rows event")
-    row: int = Field(description="index of the row within the rows event")
+    pos: int = Field(
+        description="start of the rows event (of the DDL query for table events), as SHOW BINLOG EVENTS "
+        "(Pos) and mysqlbinlog (# at) show it"
+    )
+    row: int = Field(description="index of the row within the rows event (table events: of the table in the DDL)")
     table: str
     gtid: str | None = Field(None, description="GTID of the transaction, when the server has one")
 
@@ -192,7 +199,7 @@ class ColumnWarning(_Model):
 
 class _Envelope(_Model):
     event_id: str = Field(description="deterministic: server_id:file:pos:row[:suffix]; a replay yields the same id")
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     occurred_at: str = Field(description="binlog event time, RFC 3339 UTC")
     blog_id: int
     post_id: int
@@ -294,12 +301,52 @@ class PostSnapshot(_Envelope):
     data: SnapshotData
 
 
+class TableData(_Model):
+    table: str = Field(description="the captured table, e.g. wp_postmeta or wp_7_posts")
+    table_kind: Literal["posts", "postmeta", "term_relationships"]
+    statement: str = Field(description="the DDL statement as the binlog has it (its first 1000 characters)")
+    renamed_from: str | None = Field(None, description="table_renamed: the old name (db.table if another database)")
+    renamed_to: str | None = Field(None, description="table_renamed: the new name (db.table if another database)")
+
+
+class _TableEvent(_Model):
+    """A table-level change no rows event tells of. Key `{blog_id}:*`, and one copy goes to every
+    partition of the topic, each in order with the events of the posts on that partition."""
+
+    event_id: str = Field(description="server_id:file:pos:row, pos of the DDL query, row the table's index in it")
+    schema_version: Literal[2]
+    occurred_at: str = Field(description="binlog event time, RFC 3339 UTC")
+    blog_id: int
+    post_id: None = Field(description="always null: the event concerns a whole table")
+    post_type: None
+    source: Source
+    data: TableData
+
+
+class TableTruncated(_TableEvent):
+    """TRUNCATE of a captured table: every row of it is gone (no per-row events are written)."""
+
+    event_type: Literal["table_truncated"]
+
+
+class TableDropped(_TableEvent):
+    """DROP TABLE of a captured table: its rows are gone and no further events come from it."""
+
+    event_type: Literal["table_dropped"]
+
+
+class TableRenamed(_TableEvent):
+    """RENAME TABLE / ALTER TABLE ... RENAME from or to a captured table's name."""
+
+    event_type: Literal["table_renamed"]
+
+
 class DeadLetter(_Model):
     """A row the mapper could not turn into an event; published to the dead-letter topic."""
 
     event_type: Literal["dead_letter"]
     event_id: str
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     occurred_at: str
     blog_id: int
     post_id: int | None
@@ -327,6 +374,9 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     POST_TERM_REMOVED: PostTermRemoved,
     POST_TERM_UPDATED: PostTermUpdated,
     POST_SNAPSHOT: PostSnapshot,
+    TABLE_TRUNCATED: TableTruncated,
+    TABLE_DROPPED: TableDropped,
+    TABLE_RENAMED: TableRenamed,
     DEAD_LETTER: DeadLetter,
 }
 

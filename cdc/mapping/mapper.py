@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from cdc.config import FilterConfig, MappingConfig
-from cdc.core.changes import RowChange, UndecodableRows
+from cdc.core.changes import RowChange, TableChange, UndecodableRows
 from cdc.core.tables import TableKind
 from cdc.core.values import RawValue
 from cdc.errors import LookupUnavailable
@@ -34,6 +34,7 @@ GUID_BACKFILL = "guid_backfill"
 NO_CHANGE = "no_change"
 TERM_LOOKUP_TABLE = "term_lookup_table"
 
+_TABLE_EVENTS = {"truncated": ev.TABLE_TRUNCATED, "dropped": ev.TABLE_DROPPED, "renamed": ev.TABLE_RENAMED}
 _MODIFIED_COLUMNS = frozenset({"post_modified", "post_modified_gmt"})
 _GUID_BACKFILL_COLUMNS = _MODIFIED_COLUMNS | {"guid"}
 _UTC_COLUMNS = frozenset({"post_date_gmt", "post_modified_gmt"})
@@ -464,6 +465,28 @@ class Mapper:
             "post_id": post_id,
             "post_type": post_type,
             "source": self._source(c),
+            "data": data,
+        }
+
+    def table_event(self, t: TableChange) -> dict[str, Any]:
+        """table_truncated / table_dropped / table_renamed for a DDL query on a captured table."""
+        data: dict[str, Any] = {"table": t.table, "table_kind": t.wp.kind.value, "statement": t.statement}
+        if t.kind == "renamed":
+            data["renamed_from"] = t.renamed_from
+            data["renamed_to"] = t.renamed_to
+        source: dict[str, Any] = {"server_id": self.server_id, "file": t.file, "pos": t.pos, "row": t.index}
+        source["table"] = t.table
+        if t.gtid is not None:
+            source["gtid"] = t.gtid
+        return {
+            "event_id": f"{self.server_id}:{t.file}:{t.pos}:{t.index}",
+            "event_type": _TABLE_EVENTS[t.kind],
+            "schema_version": ev.SCHEMA_VERSION,
+            "occurred_at": self._occurred_at(t.timestamp),
+            "blog_id": t.wp.blog_id,
+            "post_id": None,
+            "post_type": None,
+            "source": source,
             "data": data,
         }
 

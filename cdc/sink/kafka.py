@@ -31,7 +31,14 @@ class Sink(Protocol):
 
 def event_key(event: dict[str, Any]) -> bytes:
     post = event.get("post_id")
+    if post is None and event["event_type"].startswith("table_"):
+        return f"{event['blog_id']}:*".encode()  # a whole table: see BROADCAST_KEY_SUFFIX
     return f"{event['blog_id']}:{'' if post is None else post}".encode()
+
+
+# A key ending so (`{blog_id}:*`, the table_* events) goes to every partition of its topic: each
+# partition's consumer then sees the table change in order with the events of its own posts.
+BROADCAST_KEY_SUFFIX = b":*"
 
 
 class StdoutSink:
@@ -165,6 +172,11 @@ class KafkaProducerSink:
     def produce(self, message: Message) -> None:
         topic, key, value, headers = message
         try:
+            if key.endswith(BROADCAST_KEY_SUFFIX):
+                for partition in sorted(self._producer.partitions_for(topic) or ()):
+                    future = self._producer.send(topic, key=key, value=value, headers=headers, partition=partition)
+                    future.add_errback(self._failed)
+                return
             future = self._producer.send(topic, key=key, value=value, headers=headers)
         except KafkaTimeoutError as exc:
             raise SinkError(f"Kafka did not accept a message within kafka.max_block_ms: {exc}") from None

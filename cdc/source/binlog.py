@@ -39,13 +39,14 @@ from cdc.core.changes import (
     PreparedRef,
     RowChange,
     SourceItem,
+    TableChange,
     TransactionEnd,
     UndecodableRows,
     XAOutcome,
     XAPrepared,
 )
 from cdc.core.position import BinlogPosition
-from cdc.core.tables import TableMatcher
+from cdc.core.tables import TableKind, TableMatcher
 from cdc.errors import PositionGoneError, SourceError
 from cdc.source import fast_decoding
 
@@ -55,10 +56,23 @@ log = logging.getLogger(__name__)
 # TRANSACTION_PAYLOAD_EVENT (binlog_transaction_compression) and MariaDB's compressed rows events
 # (log_bin_compress). Seeing one means rows are being lost, so the source stops.
 _UNDECODABLE_EVENT_TYPES = {40, 165, 166, 167, 168, 169, 170, 171}
+_CAPTURED = frozenset({TableKind.POSTS, TableKind.POSTMETA, TableKind.TERM_RELATIONSHIPS})
 _MARIADB_GTID_STANDALONE = 0x01
 _MARIADB_GTID_PREPARED_XA = 0x40  # FL_PREPARED_XA: this transaction is XA START ... XA PREPARE
 # How the server writes an XID in the binlog (XA COMMIT X'7831',X'',1); a quoted form as a fallback.
 _XID_HEX = re.compile(r"X'([0-9A-F]*)'\s*,\s*X'([0-9A-F]*)'\s*,\s*(\d+)", re.I)
+# Table-level DDL that changes a captured table's rows (or its name) without any rows event.
+_NAME = r"(?:`(?:[^`]|``)+`|[0-9A-Za-z_$]+)(?:\s*\.\s*(?:`(?:[^`]|``)+`|[0-9A-Za-z_$]+))?"
+_NAME_RE = re.compile(_NAME)
+_TRUNCATE = re.compile(rf"^TRUNCATE\s+(?:TABLE\s+)?({_NAME})", re.I)
+_DROP = re.compile(rf"^DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?({_NAME}(?:\s*,\s*{_NAME})*)", re.I | re.S)
+_RENAME = re.compile(r"^RENAME\s+TABLES?\s+(.*)$", re.I | re.S)
+_RENAME_PAIR = re.compile(rf"({_NAME})\s+TO\s+({_NAME})", re.I)
+_ALTER_RENAME = re.compile(
+    rf"^ALTER\s+(?:ONLINE\s+)?(?:IGNORE\s+)?TABLE\s+({_NAME})\s.*?\bRENAME\s+(?:TO\s+|AS\s+)?(?!(?:COLUMN|INDEX|KEY)\b)({_NAME})",
+    re.I | re.S,
+)
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
 _XID_TEXT = re.compile(r"'((?:[^']|'')*)'(?:\s*,\s*'((?:[^']|'')*)')?(?:\s*,\s*(\d+))?")
 
 
@@ -284,6 +298,8 @@ class BinlogSource:
                             "cannot read the XID of %r at %s:%d; the prepared transaction it decides stays held",
                             ev.query.strip()[:200], file, event_start(ev), extra={"event": "xa_unreadable"},
                         )  # fmt: skip
+                if outcome is None and isinstance(ev, QueryEvent) and query[:1] in "TDRA":
+                    yield from self._table_changes(ev, file, gtid)
                 yield end if xid is None else XAOutcome(xid, bool(outcome), end)
                 txn_from = end.next_position
                 if stop_at is not None and stop_at <= end.next_position:
@@ -347,6 +363,18 @@ class BinlogSource:
                 for i, r in enumerate(rows):
                     yield RowChange("delete", ev.table, wp, r["values"], None, file, pos, i, ts, gtid)
 
+    def _table_changes(self, ev: QueryEvent, file: str, gtid: str | None) -> Iterator[TableChange]:
+        raw = getattr(ev, "schema", b"")  # the statement's default database (USE ...)
+        schema = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
+        found = table_ddl(ev.query, schema, self._config.wordpress.database)
+        pos = event_start(ev)
+        for i, (kind, table, renamed_from, renamed_to) in enumerate(found):
+            wp = self._tables.match(table)
+            if wp is None or wp.kind not in _CAPTURED:
+                continue
+            statement = ev.query.strip()[:1000]
+            yield TableChange(kind, table, wp, renamed_from, renamed_to, i, file, pos, ev.timestamp, gtid, statement)
+
     def _mid_transaction(self) -> None:
         raise SourceError(
             f"binlog position {self._start} is inside a transaction; rows of that transaction would be lost",
@@ -366,6 +394,60 @@ def _row_changes(
             yield RowChange(op, table, wp, None, r["values"], file, pos, i, ts, gtid)
         else:
             yield RowChange(op, table, wp, r["values"], None, file, pos, i, ts, gtid)
+
+
+def table_ddl(query: str, schema: str, database: str) -> list[tuple[str, str, str | None, str | None]]:
+    """(kind, table, renamed_from, renamed_to) for each table of `database` that a TRUNCATE / DROP
+    TABLE / RENAME TABLE / ALTER TABLE ... RENAME statement empties, removes or renames; `schema` is
+    the statement's default database. A rename *to* a name in `database` counts too (the table with
+    that name is now another one). Names of other databases come back as written."""
+    text = _COMMENT.sub(" ", query).strip()
+
+    def parts(name: str) -> tuple[str, str]:
+        p = [x.strip().strip("`").replace("``", "`") for x in _split_name(name)]
+        return (p[0], p[1]) if len(p) == 2 else (schema, p[0])
+
+    def local(name: str) -> str | None:
+        db, table = parts(name)
+        return table if db == database else None
+
+    def written(name: str) -> str:
+        db, table = parts(name)
+        return table if db == database else f"{db}.{table}"
+
+    out: list[tuple[str, str, str | None, str | None]] = []
+
+    def renamed(old: str, new: str) -> None:
+        for side in (old, new):
+            if (t := local(side)) is not None:
+                out.append(("renamed", t, written(old), written(new)))
+
+    if m := _TRUNCATE.match(text):
+        if (t := local(m[1])) is not None:
+            out.append(("truncated", t, None, None))
+    elif m := _DROP.match(text):
+        out += [("dropped", t, None, None) for n in _NAME_RE.findall(m[1]) if (t := local(n)) is not None]
+    elif m := _RENAME.match(text):
+        for old, new in _RENAME_PAIR.findall(m[1]):
+            renamed(old, new)
+    elif m := _ALTER_RENAME.match(text):
+        renamed(m[1], m[2])
+    return out
+
+
+def _split_name(name: str) -> list[str]:
+    """`db`.`t` -> [`db`, `t`] without splitting on a dot inside backquotes."""
+    parts, current, quoted = [], "", False
+    for ch in name:
+        if ch == "`":
+            quoted = not quoted
+        if ch == "." and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return parts
 
 
 def xid_key(gtrid: bytes, bqual: bytes, format_id: int) -> str:

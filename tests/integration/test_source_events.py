@@ -221,3 +221,50 @@ def test_a_checkpoint_at_the_end_of_a_purged_file_is_no_gap_but_a_real_gap_exits
     assert code == 4, s.output()
     assert "no longer has" in s.output() and "Traceback" not in s.output()
     assert titles(site.consume(idle=1.0)) == ["before the stop", "after the purge"]
+
+
+def test_truncate_and_rename_of_captured_tables_reach_every_partition_in_order(site: Site) -> None:
+    site.set_checkpoint()
+    s = site.streamer()
+    try:
+        pid = site.insert_post("has meta")
+        site.sql(f"INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES ({pid}, 'k', 'v')")
+        site.sql("TRUNCATE wp_postmeta")
+        site.sql("TRUNCATE wp_options")  # not captured: nothing
+        later = site.insert_post("after the truncate")
+        site.consume(expect=6)  # the streamer is past its start-up checks (which want every table)
+        site.sql("RENAME TABLE wp_term_relationships TO wp_term_relationships_old")
+        records = site.consume(expect=9)
+    finally:
+        assert s.stop() == 0, s.output()
+    table_events = [r for r in records if r.value["event_type"].startswith("table_")]
+    truncated = [r for r in table_events if r.value["event_type"] == "table_truncated"]
+    renamed = [r for r in table_events if r.value["event_type"] == "table_renamed"]
+    assert sorted(r.partition for r in truncated) == [0, 1, 2], "one copy on every partition"
+    assert sorted(r.partition for r in renamed) == [0, 1, 2]
+    assert {r.key for r in table_events} == {"1:*"}
+    assert len({r.value["event_id"] for r in truncated}) == 1  # copies of one event
+    t = truncated[0].value
+    assert t["data"] == {"table": "wp_postmeta", "table_kind": "postmeta", "statement": "TRUNCATE wp_postmeta"}
+    assert (t["blog_id"], t["post_id"], t["source"]["table"]) == (1, None, "wp_postmeta")
+    # The query event's own position, as SHOW BINLOG EVENTS has it.
+    [row] = [r for r in binlog_events(site, t["source"]["file"]) if r[1] == t["source"]["pos"]]
+    assert row[2] == "Query" and "TRUNCATE wp_postmeta" in row[5]
+    r = renamed[0].value["data"]
+    assert (r["table"], r["renamed_from"], r["renamed_to"]) == (
+        "wp_term_relationships",
+        "wp_term_relationships",
+        "wp_term_relationships_old",
+    )
+    # On each post's partition the truncate comes after the meta row it empties and before what follows.
+    for post, before, after in ((pid, "post_meta_added", None), (later, None, "post_created")):
+        part = next(x for x in records if x.key == f"1:{post}").partition
+        seq = [x.value["event_type"] for x in sorted(records, key=lambda x: x.offset) if x.partition == part]
+        at = seq.index("table_truncated")
+        if before:
+            assert before in seq[:at]
+        if after:
+            assert after in seq[at:]
+    out = s.output()
+    assert "WARNING" in out and "table_truncated wp_postmeta" in out
+    assert "ERROR" in out and "table_renamed wp_term_relationships" in out
