@@ -203,16 +203,18 @@ class Pipeline:
         if type(item) is XAPrepared:
             if item.one_phase:
                 self._publish_held(item.items)
-            else:
+            elif item.items:
+                # Only with rows of captured tables: an XA transaction of other tables left prepared
+                # for days must not tie restarts to a binlog file that may be purged meanwhile.
                 self._prepared[item.ref.xid] = item
             return item.end
         assert type(item) is XAOutcome
         held = self._prepared.pop(item.xid, None)
         end = item.end.next_position
         if held is None:
-            log.warning(
-                "XA %s %s at %s: it was prepared before this stream's start, so its rows were not read; "
-                "replay from before its XA PREPARE to publish them",
+            log.info(
+                "XA %s %s at %s: no rows held for it (it changed no captured table, or it was prepared "
+                "before this stream's start: replay from before its XA PREPARE to publish its rows)",
                 "COMMIT" if item.committed else "ROLLBACK", item.xid, end,
                 extra={"event": "xa_unknown", "xid": item.xid, "position": str(end)},
             )  # fmt: skip

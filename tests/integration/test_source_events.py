@@ -87,10 +87,23 @@ def test_xa_rows_are_published_on_commit_and_never_on_rollback(site: Site) -> No
     try:
         xa_insert_post(site, f"{site.database}-c", "xa committed", "COMMIT")
         xa_insert_post(site, f"{site.database}-r", "xa rolled back", "ROLLBACK")
+        # Prepared and left undecided, but no captured table: nothing to hold, the checkpoint does not list it.
+        other = site.stack.db.root()
+        with other.cursor() as cur:
+            cur.execute(f"USE `{site.database}`")
+            for verb in ("START", "INSERT", "END", "PREPARE"):
+                cur.execute(
+                    "INSERT INTO wp_options (option_name, option_value) VALUES ('xa', 'x')"
+                    if verb == "INSERT"
+                    else f"XA {verb} '{site.database}-o'"
+                )
+        other.close()
         site.insert_post("after both")
         records = site.consume(expect=3)
     finally:
         assert s.stop() == 0, s.output()
+        site.sql(f"XA ROLLBACK '{site.database}-o'")
+    assert "xa_prepared" not in json.loads(site.checkpoint_path.read_text())
     assert titles(records) == ["xa committed", "after both"]
     assert sorted(r.value["event_type"] for r in records) == ["post_created", "post_created", "post_meta_added"]
     assert "xa rolled back" not in str([r.value for r in records])
