@@ -247,12 +247,16 @@ def test_truncate_and_rename_of_captured_tables_reach_every_partition_in_order(s
         later = site.insert_post("after the truncate")
         site.consume(expect=6)  # the streamer is past its start-up checks (which want every table)
         site.sql("RENAME TABLE wp_term_relationships TO wp_term_relationships_old")
-        records = site.consume(expect=9)
+        site.sql("DROP TABLE wp_term_relationships_old, wp_postmeta")  # only wp_postmeta is captured
+        records = site.consume(expect=12)
     finally:
         assert s.stop() == 0, s.output()
     table_events = [r for r in records if r.value["event_type"].startswith("table_")]
     truncated = [r for r in table_events if r.value["event_type"] == "table_truncated"]
     renamed = [r for r in table_events if r.value["event_type"] == "table_renamed"]
+    dropped = [r for r in table_events if r.value["event_type"] == "table_dropped"]
+    assert sorted(r.partition for r in dropped) == [0, 1, 2]
+    assert dropped[0].value["data"]["table"] == "wp_postmeta" and dropped[0].value["source"]["row"] == 1
     assert sorted(r.partition for r in truncated) == [0, 1, 2], "one copy on every partition"
     assert sorted(r.partition for r in renamed) == [0, 1, 2]
     assert {r.key for r in table_events} == {"1:*"}
@@ -280,4 +284,4 @@ def test_truncate_and_rename_of_captured_tables_reach_every_partition_in_order(s
             assert after in seq[at:]
     out = s.output()
     assert "WARNING" in out and "table_truncated wp_postmeta" in out
-    assert "ERROR" in out and "table_renamed wp_term_relationships" in out
+    assert "ERROR" in out and "table_renamed wp_term_relationships" in out and "table_dropped wp_postmeta" in out
