@@ -175,15 +175,13 @@ class Server:
         if not number.isdigit() or ":" in number:
             return False
         try:
-            mode = self.query("SELECT @@GLOBAL.gtid_mode")[0][0]
             rows = self.query(f"SHOW BINLOG EVENTS IN '{file}' LIMIT 3")
+            previous = [row for row in rows if str(row[2]) == "Previous_gtids"]
+            if not previous or str(self.query("SELECT @@GLOBAL.gtid_mode")[0][0]).upper() != "ON":
+                return False
         except pymysql.err.MySQLError:
             return False
-        if str(mode).upper() != "ON":
-            return False
-        for row in rows:
-            if str(row[2]) != "Previous_gtids":
-                continue
+        for row in previous:
             members = [m.strip() for m in str(row[5]).replace("\n", "").split(",") if m.strip()]
             if len(members) != 1:
                 return False
