@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Wait (up to 10 min) for another apt/dpkg (unattended-upgrades on a fresh machine) instead of failing.
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
 .PHONY: test unit lint bench bench-snapshot demo venv mariadb wordpress schemas clean
 
@@ -21,7 +23,7 @@ mariadb:
 	@command -v mariadbd >/dev/null 2>&1 || test -x /usr/sbin/mariadbd || { \
 	  echo "mariadbd not found: installing mariadb-server (apt-get)"; \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; \
+	    $(APT_GET) update -qq && $(APT_GET) install -y -qq mariadb-server >/dev/null; \
 	  else echo "error: install MariaDB >= 10.5 server binaries (mariadbd, mariadb-install-db) and rerun" >&2; exit 1; fi; }
 
 # The e2e suite drives a real WordPress (Debian's package) from the PHP CLI; install it when missing.
@@ -29,7 +31,7 @@ wordpress:
 	@{ command -v php >/dev/null 2>&1 && php -m 2>/dev/null | grep -qx mysqli && test -f /usr/share/wordpress/wp-settings.php; } || { \
 	  echo "php-cli, php-mysql or wordpress not found: installing them (apt-get)"; \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends \
 	      php-cli php-mysql wordpress >/dev/null; \
 	  else echo "error: install php-cli, php-mysql and WordPress in /usr/share/wordpress (Debian: apt-get install php-cli php-mysql wordpress) and rerun" >&2; exit 1; fi; }
 
@@ -55,5 +57,6 @@ bench-snapshot: venv mariadb
 clean:
 	rm -rf $(VENV) var .pytest_cache
 
-demo: venv mariadb
+# Like `test`, installs the real WordPress the demo drives (the SQL-only variant is `--no-wordpress`).
+demo: venv mariadb wordpress
 	$(PY) -m cdc.dev.demo
