@@ -148,6 +148,31 @@ class KafkaConfig(_Strict):
     def _split(cls, v: object) -> object:
         return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port(cls, servers: list[str]) -> list[str]:
+        # kafka-python would fail on these deep inside its connect code, with a traceback.
+        for entry in servers:
+            host, port = _split_host_port(entry)
+            if not host or any(c.isspace() for c in entry):
+                raise ValueError(f"{entry!r} is not HOST:PORT (e.g. kafka1.example.com:9092)")
+            if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+                raise ValueError(f"{entry!r}: the port {port!r} is not a number from 1 to 65535")
+        return servers
+
+
+def _split_host_port(entry: str) -> tuple[str, str | None]:
+    """'host:port', '[v6]:port', 'host' (kafka-python's default port) -> (host, port or None)."""
+    if entry.startswith("["):
+        host, sep, rest = entry[1:].partition("]")
+        if not sep:
+            return "", None
+        return host, (rest[1:] if rest.startswith(":") else (None if not rest else rest))
+    if entry.count(":") > 1:  # a bare IPv6 address
+        return entry, None
+    host, sep, port = entry.partition(":")
+    return host, (port if sep else None)
+
 
 class CheckpointConfig(_Strict):
     path: Path = Path("wpcdc-checkpoint.json")
