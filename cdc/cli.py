@@ -309,7 +309,7 @@ def check(config_path: Path, offline: bool) -> None:
         return
     from cdc.checkpoint.store import FileCheckpointStore
     from cdc.errors import PreflightError, WpcdcError
-    from cdc.sink.kafka import KafkaProducerSink
+    from cdc.sink.kafka import probe_kafka
     from cdc.source.preflight import Finding, check_server, failures
     from cdc.source.server import Server
 
@@ -319,7 +319,10 @@ def check(config_path: Path, offline: bool) -> None:
         cp = FileCheckpointStore(config.checkpoint.path).load()
         try:
             logs = server.binary_logs()
-            findings.append(Finding(True, "binlog files", f"{len(logs)}, oldest {logs[0] if logs else '-'}"))
+            if logs:
+                findings.append(Finding(True, "binlog files", f"{len(logs)}, oldest {logs[0]}"))
+            else:
+                findings.append(Finding(False, "binlog files", "none: binary logging is off (see log_bin)"))
             if cp is None:
                 findings.append(Finding(True, "checkpoint", f"none yet; run starts at the {config.source.start_at}"))
             else:
@@ -331,7 +334,7 @@ def check(config_path: Path, offline: bool) -> None:
         except WpcdcError as exc:
             findings.append(Finding(False, "binlog files / checkpoint", exc.problem, exc.fix))
     try:
-        KafkaProducerSink(config.kafka).close()
+        probe_kafka(config.kafka, timeout_seconds=5.0)
         findings.append(Finding(True, "kafka", f"topics {config.kafka.topic}, {config.kafka.dead_letter_topic}"))
     except WpcdcError as exc:
         findings.append(Finding(False, "kafka", exc.problem, exc.fix))

@@ -10,6 +10,12 @@ from cdc.config import Config
 from cdc.core.position import BinlogPosition
 from cdc.errors import PositionGoneError, PreflightError
 
+# `log_bin=ON` in my.cnf is taken as the base name: MariaDB would write ON.000001, ON.000002, …
+LOG_BIN_FIX = (
+    "put log_bin=mysql-bin under [mysqld] in my.cnf (or start with --log-bin=mysql-bin; the files are then "
+    "mysql-bin.000001, …) and restart the server"
+)
+
 
 def connect(config: Config, database: str | None = None) -> pymysql.connections.Connection:
     m = config.mysql
@@ -103,13 +109,13 @@ class Server:
         except pymysql.err.ProgrammingError:
             rows = self.query("SHOW MASTER STATUS")
         if not rows:
-            raise PreflightError("binary logging is off on the source (log_bin=OFF)", "start the server with log_bin")
+            raise self._binlog_off()
         return BinlogPosition(str(rows[0][0]), int(rows[0][1]))
 
     def oldest_position(self) -> BinlogPosition:
         logs = self.binary_logs()
         if not logs:
-            raise PreflightError("binary logging is off on the source (log_bin=OFF)", "start the server with log_bin")
+            raise self._binlog_off()
         return BinlogPosition(logs[0], 4)
 
     def resume_position(self, position: BinlogPosition, gtid: str | None, what: str = "checkpoint") -> BinlogPosition:
@@ -151,20 +157,42 @@ class Server:
             return [p.strip() for p in newest] == parts and int(newest[2]) == int(seq)
         return False
 
+    def _binlog_off(self, what: str = "") -> PreflightError:
+        m = self.config.mysql
+        reading = f": the {what} cannot be read" if what else ""
+        return PreflightError(f"binary logging is off on {m.host}:{m.port} (log_bin=OFF){reading}", LOG_BIN_FIX)
+
     def require_position(self, position: BinlogPosition, what: str = "checkpoint") -> None:
         logs = self.binary_logs()
         if position.file not in logs:
             raise self._gone(position, logs, what)
 
-    @staticmethod
-    def _gone(position: BinlogPosition, logs: list[str], what: str) -> PositionGoneError:
-        oldest = logs[0] if logs else "(none)"
+    def _gone(self, position: BinlogPosition, logs: list[str], what: str) -> PreflightError | PositionGoneError:
+        """Why a position whose file is not in `logs` cannot be read: binary logging is off, the file
+        was purged, or it is newer than any file here (or a name this server never used)."""
+        if not logs:
+            return self._binlog_off(f"{what} {position}")
+        oldest, newest = logs[0], logs[-1]
+        named, first, last = _file_number(position.file), _file_number(oldest), _file_number(newest)
+        if named is not None and first is not None and named[0] == first[0] and named[1] < first[1]:
+            return PositionGoneError(
+                f"the {what} {position} names binlog file {position.file}, which the server no longer has "
+                f"(oldest available: {oldest})",
+                f"events between the {what} and {oldest}:4 are gone. Either replay from the oldest file knowing "
+                f"there is a gap (`wpcdc checkpoint set {oldest}:4`) or re-snapshot, and raise "
+                "binlog_expire_logs_seconds so the binlog outlives wpcdc's downtime",
+            )
+        # Not purged: a file after the newest (another server's position, or this server's binlog was
+        # reset by RESET MASTER or a restore), or a name this server never used.
+        m = self.config.mysql
+        newer = named is not None and last is not None and named[0] == last[0] and named[1] > last[1]
         return PositionGoneError(
-            f"the {what} {position} names binlog file {position.file}, which the server no longer has "
-            f"(oldest available: {oldest})",
-            f"events between the {what} and {oldest}:4 are gone. Either replay from the oldest file knowing "
-            f"there is a gap (`wpcdc checkpoint set {oldest}:4`) or re-snapshot, and raise "
-            "binlog_expire_logs_seconds so the binlog outlives wpcdc's downtime",
+            f"the {what} {position} names binlog file {position.file}, "
+            + ("newer than any" if newer else "which is not one")
+            + f" on {m.host}:{m.port} (it has {oldest} to {newest})",
+            f"point mysql.host/mysql.port at the server that wrote the {what}; if this server's binlog was reset "
+            "(RESET MASTER, a restore), start afresh: `wpcdc checkpoint reset`, then `wpcdc snapshot` for the "
+            "current state of the posts",
         )
 
     def grants(self) -> list[str]:
@@ -173,3 +201,9 @@ class Server:
     def tables(self, database: str) -> list[str]:
         rows = self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (database,))
         return [str(r[0]) for r in rows]
+
+
+def _file_number(name: str) -> tuple[str, int] | None:
+    """'mysql-bin.000042' -> ('mysql-bin', 42); None when the name has no numeric extension."""
+    base, dot, number = name.rpartition(".")
+    return (base, int(number)) if dot and number.isdigit() else None

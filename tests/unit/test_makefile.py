@@ -32,7 +32,7 @@ def test_apt_get_waits_for_the_dpkg_lock(path: str) -> None:
     text = (ROOT / path).read_text()
     # Resolve the one indirection each file uses (a make variable, a bash array) to the real command.
     expanded = text.replace("$(APT_GET)", "apt-get -o DPkg::Lock::Timeout=600 (APT_GET)")
-    if 'apt_get=(apt-get -o DPkg::Lock::Timeout=' in text:
+    if "apt_get=(apt-get -o DPkg::Lock::Timeout=" in text:
         expanded = expanded.replace('"${apt_get[@]}"', "apt-get -o DPkg::Lock::Timeout=600 (apt_get)")
     expanded = re.sub(r'"[^"\n]*"', '""', expanded)  # messages that name the command do not run it
     calls = re.findall(r"apt-get\b[^\n;&|]*?\b(?:update|install)\b", expanded)
