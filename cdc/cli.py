@@ -251,14 +251,16 @@ def checkpoint() -> None:
 @config_option
 @_friendly
 def checkpoint_show(config_path: Path) -> None:
-    """Print the checkpoint as JSON (nothing secret is in it)."""
+    """Print the checkpoint as JSON (nothing secret is in it); `null` and exit 0 when there is none
+    yet (a normal state: `run` then starts at source.start_at)."""
     from cdc.checkpoint.store import FileCheckpointStore
 
     config = _load(config_path)
     cp = FileCheckpointStore(config.checkpoint.path).load()
     if cp is None:
         click.echo(f"no checkpoint at {config.checkpoint.path}; `run` will start at source.start_at", err=True)
-        sys.exit(1)
+        click.echo("null")  # still JSON for scripts; exit 1 is reserved for bugs
+        return
     click.echo(json.dumps(cp.to_json(), indent=2))
 
 
@@ -268,7 +270,8 @@ def checkpoint_show(config_path: Path) -> None:
 @_friendly
 def checkpoint_set(config_path: Path, position: str) -> None:
     """Set the checkpoint to POSITION (FILE:POS, a transaction boundary). The server is asked
-    whether the file exists and for its server_id."""
+    whether the file exists, whether POSITION starts a transaction (exit 7 inside one, as `run`)
+    and for its server_id."""
     from cdc.checkpoint.store import Checkpoint, FileCheckpointStore
     from cdc.core.position import BinlogPosition
     from cdc.source.server import Server
@@ -277,6 +280,7 @@ def checkpoint_set(config_path: Path, position: str) -> None:
     pos = BinlogPosition.parse(position)
     with Server(config) as server:
         server.require_position(pos, "position")
+        server.require_boundary(pos, "position")  # `run` would refuse it; say so now, not at start-up
         source_id = server.server_id()
     with _no_running_streamer(config):
         saved = FileCheckpointStore(config.checkpoint.path).save(Checkpoint(pos, source_id))

@@ -8,7 +8,7 @@ import pymysql
 
 from cdc.config import Config
 from cdc.core.position import BinlogPosition
-from cdc.errors import PositionGoneError, PreflightError
+from cdc.errors import PositionGoneError, PreflightError, SourceError
 
 # `log_bin=ON` in my.cnf is taken as the base name: MariaDB would write ON.000001, ON.000002, …
 LOG_BIN_FIX = (
@@ -195,12 +195,53 @@ class Server:
             "current state of the posts",
         )
 
+    def require_boundary(self, position: BinlogPosition, what: str = "position") -> None:
+        """Refuse a position inside a transaction (or not at an event), as `run` would once it reads
+        there: asks the server for the events that follow it. Call after require_position."""
+        try:
+            events = self.query("SHOW BINLOG EVENTS IN %s FROM %s LIMIT 20", (position.file, position.pos))
+        except pymysql.err.OperationalError as exc:
+            if not exc.args or exc.args[0] != 1220:  # ER_ERROR_WHEN_EXECUTING_COMMAND: bad offset
+                raise
+            raise SourceError(
+                f"the {what} {position} is not the start of an event in {position.file}: {exc.args[1]}",
+                _BOUNDARY_FIX,
+                fatal=True,
+            ) from None
+        for row in events:
+            kind = str(row[2])
+            # The first event that decides, read as the binlog source reads it (cdc/source/binlog.py):
+            # a GTID or a query starts a transaction; a table map, rows or the XID belong to one
+            # that started earlier. The rest (annotations, format and GTID-list events) decide nothing.
+            if kind in ("Gtid", "Anonymous_Gtid", "Query"):
+                return
+            if _inside_transaction(kind):
+                raise SourceError(
+                    f"the {what} {position} is inside a transaction (the event there is {kind}); rows of that "
+                    "transaction would be lost, and `run` would refuse to start there",
+                    _BOUNDARY_FIX,
+                    fatal=True,
+                )
+
     def grants(self) -> list[str]:
         return [str(r[0]) for r in self.query("SHOW GRANTS FOR CURRENT_USER()")]
 
     def tables(self, database: str) -> list[str]:
         rows = self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (database,))
         return [str(r[0]) for r in rows]
+
+
+_BOUNDARY_FIX = (
+    "use a transaction boundary: a position wpcdc wrote (its checkpoint, a replay summary's `to`), the "
+    "position of a GTID/BEGIN event (`SHOW BINLOG EVENTS IN 'FILE'`, `mysqlbinlog`), or the end of the binlog "
+    "(`SHOW MASTER STATUS`)"
+)
+
+
+def _inside_transaction(kind: str) -> bool:
+    """SHOW BINLOG EVENTS' Event_type of a table map, a rows event (MySQL's Write_rows, MariaDB's
+    Write_rows_v1, …_compressed_v1) or the XID that commits."""
+    return kind in ("Table_map", "Xid") or ("_rows" in kind.lower() and kind not in ("Annotate_rows", "Rows_query"))
 
 
 def _file_number(name: str) -> tuple[str, int] | None:
