@@ -221,6 +221,9 @@ class FilterConfig(_Strict):
     # The UPDATE that fills `guid` right after every INSERT into wp_posts (old guid empty, only guid and
     # modification dates change).
     drop_guid_backfill: bool = True
+    # The UPDATE in which wp_trash_post() appends `__trashed` to post_name, just before the UPDATE that
+    # sets post_status=trash (which carries the new post_name in its row).
+    drop_trash_slug_update: bool = True
 
 
 class MappingConfig(_Strict):
