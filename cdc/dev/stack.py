@@ -1,5 +1,9 @@
 """Throwaway servers for tests, benchmarks and `make demo`: a MariaDB with the binlog on and a
-Tansu broker (Kafka protocol), each on a free port, each stopped by PID. Not used by `run`."""
+Tansu broker (Kafka protocol), each on a free port, each stopped by PID. Not used by `run`.
+
+Each server runs in a session of its own, so a Ctrl-C in the terminal (SIGINT to the whole
+foreground process group) reaches only the demo or pytest, which then stop everything in order:
+the streamer first, while the broker and the database it talks to are still up."""
 
 from __future__ import annotations
 
@@ -49,15 +53,27 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def _stop_pid(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL for its whole process group once `timeout` has passed. Never raises:
+    it runs in cleanup paths that must go on to stop the next thing."""
     if proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGTERM)
     try:
+        proc.send_signal(signal.SIGTERM)
         proc.wait(timeout)
+        return
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        if os.getpgid(proc.pid) == proc.pid:  # its own group: children it started go too
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait(10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass  # gone already, or unkillable (uninterruptible I/O): nothing more to do from here
 
 
 def mariadb_binaries() -> tuple[str, str]:
@@ -137,7 +153,7 @@ class MariaDB:
         if self.tls_dir is not None:
             t = self.tls_dir
             args += [f"--ssl-ca={t / 'ca.pem'}", f"--ssl-cert={t / 'server.pem'}", f"--ssl-key={t / 'server.key'}"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         _wait_port(self.port, self.proc, self.log)
         if fresh:
             self._bootstrap()
@@ -170,7 +186,7 @@ class MariaDB:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_pid(self.proc)
+            stop_process(self.proc)
 
 
 def _user() -> str:
@@ -228,14 +244,14 @@ class Tansu:
             self.proc = subprocess.Popen(
                 [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         _wait_port(self.port, self.proc, self.log)
         return self
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_pid(self.proc, timeout=10)
+            stop_process(self.proc, timeout=10)
 
 
 def create_topics(bootstrap: str, topics: list[str], partitions: int = 3) -> None:
