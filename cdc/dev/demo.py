@@ -50,8 +50,7 @@ def gist(e: dict[str, Any]) -> str:
         for col, ch in d["changes"].items():
             if col.startswith("post_modified"):
                 continue  # moves with every save; not what a person wants to read
-            old, new = (str(ch["old"])[:30], str(ch["new"])[:30])
-            parts.append(f"{col}: {old!r} -> {new!r}")
+            parts.append(f"{col}: {_short(ch['old'])} -> {_short(ch['new'])}")
         return "; ".join(parts) or "post_modified only"
     if "from" in d:
         return f"{d['from'] or '(new)'} -> {d['to']}"
@@ -63,6 +62,11 @@ def gist(e: dict[str, Any]) -> str:
     if "taxonomy" in d:
         return f"{d['taxonomy']}: {d['slug']} ({d['name']})"
     return ""
+
+
+def _short(value: Any) -> str:
+    """A changed value for a person: quoted text cut to 30 characters, JSON's null for a NULL."""
+    return "null" if value is None else repr(str(value)[:30])
 
 
 def line(e: dict[str, Any]) -> str:
