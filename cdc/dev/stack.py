@@ -127,11 +127,14 @@ class MariaDB:
     def start(self) -> MariaDB:
         mariadbd, install = mariadb_binaries()
         self.base = self.base.resolve()
+        # A tmpdir of its own: a starting server deletes every #sql* file in its tmpdir, so servers
+        # sharing /tmp (tests, the demo, the bench run side by side) break each other's bootstrap.
+        tmpdir = self.base / "tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True)
         if not self.datadir.exists():
-            self.base.mkdir(parents=True, exist_ok=True)
             done = subprocess.run(
                 [install, "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
-                 "--skip-test-db", "--user=" + _user()],
+                 "--skip-test-db", "--user=" + _user(), f"--tmpdir={tmpdir}"],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip
             if done.returncode != 0:
@@ -144,6 +147,7 @@ class MariaDB:
             mariadbd, "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
             "--bind-address=127.0.0.1", f"--socket={self.base / 'mysqld.sock'}",
             f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={self.log}", "--user=" + _user(),
+            f"--tmpdir={tmpdir}",
             f"--log-bin={self.datadir / 'binlog'}", "--binlog-format=ROW", "--binlog-row-image=FULL",
             "--binlog-row-metadata=FULL", f"--server-id={self.server_id}",
             "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=48M", "--skip-name-resolve",

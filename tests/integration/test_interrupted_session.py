@@ -1,5 +1,6 @@
-"""A pytest session interrupted as a person or CI interrupts it (Ctrl-C in the terminal, `kill`)
-stops every server and streamer it started: none is left running, found by PID."""
+"""The throwaway servers behave on a shared machine: a pytest session interrupted as a person or CI
+interrupts it (Ctrl-C in the terminal, `kill`) stops every server and streamer it started (none is
+left running, found by PID), and servers started side by side do not break each other."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import Stack
 from tests.processes import descendants, running
 
 pytestmark = pytest.mark.integration
@@ -50,3 +52,12 @@ def test_interrupted_session_leaves_no_process_behind(tmp_path: Path, how: str) 
         os.kill(pid, signal.SIGKILL)
     assert not left, f"still running after the interrupted session: {left}\n{out}"
     assert proc.returncode == 2, out  # pytest's "interrupted", after its teardown ran
+
+
+def test_each_server_has_a_tmpdir_of_its_own(stack: Stack) -> None:
+    # A starting MariaDB deletes every #sql* file in its tmpdir: with a shared /tmp, one server's
+    # start broke another's mariadb-install-db ("Unknown table 'mysql.tmp_user_nopasswd'").
+    with stack.db.root() as conn, conn.cursor() as cur:
+        cur.execute("SELECT @@tmpdir")
+        tmpdir = Path(cur.fetchone()[0]).resolve()
+    assert tmpdir.is_relative_to(stack.db.base), tmpdir
