@@ -277,9 +277,12 @@ def main() -> None:
     args = ap.parse_args()
 
     shutil.rmtree(args.dir, ignore_errors=True)
-    db = MariaDB(args.dir / "mariadb", server_id=301).start()
-    broker = Tansu(args.dir / "tansu").start()
+    # Started inside the try: the servers have sessions of their own, a Ctrl-C does not reach them.
+    db = MariaDB(args.dir / "mariadb", server_id=301)
+    broker = Tansu(args.dir / "tansu")
     try:
+        db.start()
+        broker.start()
         conn = db.root()
         create_wordpress_tables(conn, DB)
         conn.close()
