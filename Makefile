@@ -1,6 +1,6 @@
 # `make test` is what CI runs (.ci/run calls it). It creates .venv, installs the package with its
 # test extras, makes sure MariaDB, PHP and WordPress are installed, and runs the whole suite
-# (unit, integration, faults, and e2e against a real WordPress).
+# (unit, integration, kafka on Apache Kafka, faults, and e2e against a real WordPress).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Wait (up to 10 min) for another apt/dpkg (unattended-upgrades on a fresh machine) instead of failing.
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
-.PHONY: test unit lint bench bench-snapshot demo venv mariadb wordpress schemas clean
+.PHONY: test unit lint bench bench-snapshot demo venv mariadb wordpress kafka schemas clean
 
 venv: $(STAMP)
 
@@ -35,11 +35,22 @@ wordpress:
 	      php-cli php-mysql wordpress >/dev/null; \
 	  else echo "error: install php-cli, php-mysql and WordPress in /usr/share/wordpress (Debian: apt-get install php-cli php-mysql wordpress) and rerun" >&2; exit 1; fi; }
 
+# The Kafka-facing suite (tests/kafka) runs on a real Apache Kafka: Java 17 runs the broker from its
+# jars, which Maven fetches once from Maven Central into ~/.cache/wpcdc/kafka-<version>.
+kafka: venv
+	@{ command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; } || { \
+	  echo "java or mvn not found: installing openjdk-17-jre-headless and maven (apt-get)"; \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      openjdk-17-jre-headless maven >/dev/null; \
+	  else echo "error: install Java 17+ and Maven (Debian: apt-get install openjdk-17-jre-headless maven) and rerun" >&2; exit 1; fi; }
+	$(PY) -m cdc.dev.kafka fetch
+
 lint: venv
 	$(VENV)/bin/ruff check cdc tests bench examples
 	$(VENV)/bin/ruff format --check cdc tests bench examples
 
-test: venv mariadb wordpress lint
+test: venv mariadb wordpress kafka lint
 	$(PY) -m pytest -q
 
 unit: venv

@@ -18,6 +18,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from cdc.dev.kafka import Kafka
 from cdc.dev.stack import (
     MYSQL_PASSWORD,
     MYSQL_USER,
@@ -48,7 +49,7 @@ def assert_schema_valid(value: dict[str, Any]) -> None:
 @dataclass
 class Stack:
     db: MariaDB
-    broker: Tansu
+    broker: Tansu | Kafka
     base: Path
 
 
