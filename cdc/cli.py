@@ -314,6 +314,7 @@ def check(config_path: Path, offline: bool) -> None:
     from cdc.checkpoint.store import FileCheckpointStore
     from cdc.errors import PreflightError, WpcdcError
     from cdc.sink.kafka import probe_kafka
+    from cdc.sink.topics import fit_to_topics
     from cdc.source.preflight import Finding, check_server, failures
     from cdc.source.server import Server
 
@@ -338,8 +339,14 @@ def check(config_path: Path, offline: bool) -> None:
         except WpcdcError as exc:
             findings.append(Finding(False, "binlog files / checkpoint", exc.problem, exc.fix))
     try:
-        probe_kafka(config.kafka, timeout_seconds=5.0)
-        findings.append(Finding(True, "kafka", f"topics {config.kafka.topic}, {config.kafka.dead_letter_topic}"))
+        kafka = fit_to_topics(config.kafka)
+        probe_kafka(kafka, timeout_seconds=5.0)
+        limit = (
+            f"; events up to {kafka.max_request_size} bytes"
+            if kafka.max_request_size < config.kafka.max_request_size
+            else ""
+        )
+        findings.append(Finding(True, "kafka", f"topics {config.kafka.topic}, {config.kafka.dead_letter_topic}{limit}"))
     except WpcdcError as exc:
         findings.append(Finding(False, "kafka", exc.problem, exc.fix))
     for f in findings:

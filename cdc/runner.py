@@ -24,6 +24,7 @@ from cdc.ops.stats import RunStats
 from cdc.pipeline import Pipeline, supervise
 from cdc.sink.kafka import KafkaProducerSink, Sink, StdoutSink
 from cdc.sink.process import ProcessSink
+from cdc.sink.topics import fit_to_topics
 from cdc.snapshot.reader import DatabaseChunkSource
 from cdc.snapshot.requests import CheckpointLock, RequestInbox
 from cdc.snapshot.snapshotter import SnapshotRequest, SnapshotState, Snapshotter
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 def make_sink(config: Config, kind: str) -> Sink:
     if kind == "stdout":
         return StdoutSink()
-    return ProcessSink(config.kafka) if config.kafka.producer_process else KafkaProducerSink(config.kafka)
+    kafka = fit_to_topics(config.kafka)
+    return ProcessSink(kafka) if kafka.producer_process else KafkaProducerSink(kafka)
 
 
 def _preflight(config: Config, server: Server) -> None:

@@ -94,7 +94,7 @@ class KafkaMessages:
         if self._policy == "fail":
             raise OversizeError(
                 f"{event['event_type']} {event['event_id']} encodes to {size} bytes, over kafka.max_request_size "
-                f"({self._limit + 512}), and kafka.oversize_policy is fail",
+                f"or the topic's max.message.bytes ({self._limit + 512}), and kafka.oversize_policy is fail",
                 "raise the topic's max.message.bytes and kafka.max_request_size together, or set "
                 "kafka.oversize_policy to truncate or dead_letter",
             )
@@ -221,7 +221,8 @@ def _too_large(event: dict[str, Any], size: int, limit: int) -> dict[str, Any]:
         "blog_id": event["blog_id"],
         "post_id": event.get("post_id"),
         "source": event["source"],
-        "error": f"{event['event_type']} message of {size} bytes is over kafka.max_request_size ({limit})",
+        "error": f"{event['event_type']} message of {size} bytes is over kafka.max_request_size or the topic's "
+        f"max.message.bytes ({limit})",
         "op": _op_of(event["event_type"]),
         "before": None,
         "after": None,
