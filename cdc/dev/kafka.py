@@ -114,8 +114,12 @@ def ensure_jars(version: str = KAFKA_VERSION, quiet: bool = False) -> Path:
 
 
 def _cluster_id() -> str:
-    # What `kafka-storage random-uuid` prints, without starting a JVM for it.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    # What `kafka-storage random-uuid` prints, without starting a JVM for it; like Kafka's own
+    # Uuid.randomUuid, never one starting with "-", which the storage tool would take for an option.
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 @dataclass
