@@ -175,7 +175,15 @@ def _split_host_port(entry: str) -> tuple[str, str | None]:
 
 
 class CheckpointConfig(_Strict):
+    # Where the checkpoint lives: "file" (checkpoint.path) or "kafka" (a record keyed by kafka_key in
+    # the compacted topic kafka_topic, on the kafka.* brokers with their security settings). With
+    # "kafka", checkpoint.path still names the local lock and snapshot-request files beside it.
+    store: Literal["file", "kafka"] = "file"
     path: Path = Path("wpcdc-checkpoint.json")
+    # Create it compacted, e.g. --partitions 1 --config cleanup.policy=compact; wpcdc never creates it.
+    kafka_topic: str = "wpcdc.checkpoints"
+    # The record key: which source this checkpoint is for. null: "<mysql.host>:<mysql.port>/<wordpress.database>".
+    kafka_key: str | None = None
     # At most one checkpoint write (with a wait for broker acks) per interval; lower = fewer duplicates
     # after a crash, higher = more throughput.
     interval_seconds: float = Field(1.0, gt=0)
@@ -277,6 +285,10 @@ class Config(_Strict):
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    def checkpoint_key(self) -> str:
+        """The source identity a Kafka-stored checkpoint is keyed by."""
+        return self.checkpoint.kafka_key or f"{self.mysql.host}:{self.mysql.port}/{self.wordpress.database}"
 
 
 # A key whose name says it holds a secret: its value (and a mistyped key that may be the value) is

@@ -182,3 +182,13 @@ def test_unreadable_bytes_in_the_file_are_a_config_error_without_the_text(tmp_pa
         load_config(path)
     assert SECRET not in f"{err.value.problem} {err.value.fix}"
     assert "line 2" in err.value.problem or "byte 30" in err.value.problem
+
+
+def test_checkpoint_store_and_its_kafka_key() -> None:
+    cfg = parse_config({"mysql": {"host": "db1", "port": 3307}, "wordpress": {"database": "blog"}})
+    assert cfg.checkpoint.store == "file" and cfg.checkpoint.kafka_topic == "wpcdc.checkpoints"
+    assert cfg.checkpoint_key() == "db1:3307/blog"
+    cfg = parse_config({"checkpoint": {"store": "kafka", "kafka_key": "shop-eu"}})
+    assert cfg.checkpoint.store == "kafka" and cfg.checkpoint_key() == "shop-eu"
+    with pytest.raises(ConfigError, match=r"checkpoint\.store"):
+        parse_config({"checkpoint": {"store": "s3"}})
