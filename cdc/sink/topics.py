@@ -61,7 +61,9 @@ def _admin(config: KafkaConfig) -> KafkaAdminClient:
             bootstrap_servers=config.bootstrap_servers,
             client_id=f"{config.client_id}-setup",
             request_timeout_ms=config.request_timeout_ms,
-            bootstrap_timeout_ms=config.max_block_ms,
+            # Long enough for a TLS handshake and a SASL exchange on a loaded host: a verdict of
+            # "unreachable" where the broker said "wrong password" would be retried forever.
+            bootstrap_timeout_ms=max(config.max_block_ms, 5000),
             **security,
         )
     except KafkaError as exc:

@@ -100,7 +100,7 @@ def _sasl(site: Site, broker: Kafka, password: str) -> None:
             "sasl_username": SCRAM_USER,
             "sasl_password_file": str(password_file),
             "ssl_cafile": str(broker.tls_dir / "ca.pem") if broker.tls_dir else None,
-            "max_block_ms": 3000,
+            "max_block_ms": 5000,  # the shortest wait for a verdict on the login (see cdc/sink/topics.py)
         }
     )
     site.write_config()
