@@ -377,7 +377,7 @@ def check(config_path: Path, offline: bool) -> None:
         except WpcdcError as exc:
             findings.append(Finding(False, "binlog files / checkpoint", exc.problem, exc.fix))
     try:
-        kafka = fit_to_topics(config.kafka)
+        kafka = fit_to_topics(config.kafka, wait_seconds=5.0)
         probe_kafka(kafka, timeout_seconds=5.0)
         limit = (
             f"; events up to {kafka.max_request_size} bytes"

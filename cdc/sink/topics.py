@@ -50,20 +50,23 @@ class _AuthFailures(logging.Handler):
             self.seen = record.getMessage()
 
 
-def _admin(config: KafkaConfig) -> KafkaAdminClient:
+def _admin(config: KafkaConfig, wait_ms: int) -> KafkaAdminClient:
     servers = ",".join(config.bootstrap_servers)
     security = config.producer_security()
     watcher = _AuthFailures()
+    # The client's own lines about each retry are noise here: the outcome is reported below. They
+    # still reach the watcher, which needs them.
     kafka_log = logging.getLogger("kafka")
+    level, propagate = kafka_log.level, kafka_log.propagate
+    kafka_log.setLevel(logging.WARNING)
+    kafka_log.propagate = False
     kafka_log.addHandler(watcher)
     try:
         return KafkaAdminClient(
             bootstrap_servers=config.bootstrap_servers,
             client_id=f"{config.client_id}-setup",
-            request_timeout_ms=config.request_timeout_ms,
-            # Long enough for a TLS handshake and a SASL exchange on a loaded host: a verdict of
-            # "unreachable" where the broker said "wrong password" would be retried forever.
-            bootstrap_timeout_ms=max(config.max_block_ms, 5000),
+            request_timeout_ms=min(config.request_timeout_ms, wait_ms),
+            bootstrap_timeout_ms=wait_ms,
             **security,
         )
     except KafkaError as exc:
@@ -81,6 +84,8 @@ def _admin(config: KafkaConfig) -> KafkaAdminClient:
         ) from None
     finally:
         kafka_log.removeHandler(watcher)
+        kafka_log.setLevel(level)
+        kafka_log.propagate = propagate
 
 
 def _require_topics(admin: KafkaAdminClient, topics: list[str], servers: str) -> None:
@@ -122,13 +127,17 @@ def _max_message_bytes(admin: KafkaAdminClient, topics: list[str]) -> dict[str, 
     return out
 
 
-def fit_to_topics(config: KafkaConfig) -> KafkaConfig:
+def fit_to_topics(config: KafkaConfig, wait_seconds: float | None = None) -> KafkaConfig:
     """`config` with max_request_size and batch_size lowered to the topics' max.message.bytes where
     that is smaller. Raises KafkaSetupError when a topic is missing or the credentials are rejected,
-    SinkError when the broker cannot be reached (transient)."""
+    SinkError when the broker cannot be reached (transient). `wait_seconds`: how long to try to
+    connect (default: kafka.max_block_ms, at least 5 s)."""
     topics = list(dict.fromkeys([config.topic, config.dead_letter_topic]))
     servers = ",".join(config.bootstrap_servers)
-    admin = _admin(config)
+    # At least 5 s: enough for a TLS handshake and a SASL exchange on a loaded host; a verdict of
+    # "unreachable" where the broker said "wrong password" would be retried forever.
+    wait_ms = int(wait_seconds * 1000) if wait_seconds is not None else max(config.max_block_ms, 5000)
+    admin = _admin(config, wait_ms)
     try:
         _require_topics(admin, topics, servers)
         limits = _max_message_bytes(admin, topics)
