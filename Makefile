@@ -41,7 +41,7 @@ kafka: venv
 	@{ command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; } || { \
 	  echo "java or mvn not found: installing openjdk-17-jre-headless and maven (apt-get)"; \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends \
 	      openjdk-17-jre-headless maven >/dev/null; \
 	  else echo "error: install Java 17+ and Maven (Debian: apt-get install openjdk-17-jre-headless maven) and rerun" >&2; exit 1; fi; }
 	$(PY) -m cdc.dev.kafka fetch

@@ -268,7 +268,7 @@ def checkpoint_show(config_path: Path) -> None:
     with _store(config) as store:
         cp = store.load()
     if cp is None:
-        click.echo(f"no checkpoint in {store.where}; `run` will start at source.start_at", err=True)
+        click.echo(f"no checkpoint at {store.where}; `run` will start at source.start_at", err=True)
         click.echo("null")  # still JSON for scripts; exit 1 is reserved for bugs
         return
     click.echo(json.dumps(cp.to_json(), indent=2))
