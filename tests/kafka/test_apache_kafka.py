@@ -64,10 +64,11 @@ def test_batches_stay_under_the_topics_max_message_bytes(asite: Site) -> None:
     asite.write_config()
     asite.set_checkpoint()
     s = asite.streamer()
+    # One 200-row statement; a recursive CTE instead of MariaDB's seq_1_to_200 (MySQL has no Sequence engine).
     asite.sql(
         "INSERT INTO wp_posts (post_title, post_status, post_type, post_content, post_excerpt, to_ping, pinged,"
-        " post_content_filtered) SELECT CONCAT('bulk ', seq), 'draft', 'post', REPEAT('x', 2000), '', '', '', ''"
-        " FROM seq_1_to_200"
+        " post_content_filtered) WITH RECURSIVE n (seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM n WHERE seq < 200)"
+        " SELECT CONCAT('bulk ', seq), 'draft', 'post', REPEAT('x', 2000), '', '', '', '' FROM n"
     )
     records = asite.consume(expect=200, timeout=60)
     assert s.stop() == 0, s.output()
