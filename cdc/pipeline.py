@@ -110,6 +110,8 @@ class Pipeline:
             for item in source.items():
                 if not metrics.source_up:
                     metrics.source_up = True
+                    metrics.source_connected_at = time.monotonic()
+                    metrics.last_idle_at = time.time()  # heard from it just now
                     log.info(
                         "connected to the binlog at %s", start, extra={"event": "connected", "position": str(start)}
                     )
@@ -400,6 +402,7 @@ def supervise(
     """Run `attempt` until it returns; on a transient failure call `recover` and retry with capped
     exponential backoff. Fatal source errors and all other errors propagate."""
     backoff = config.source.reconnect_backoff_initial_seconds
+    reset_after = config.source.reconnect_backoff_reset_seconds
     while True:
         started = time.monotonic()
         try:
@@ -410,7 +413,8 @@ def supervise(
                 raise
             reason = {SinkError: "sink", LookupUnavailable: "lookup"}.get(type(exc), "source")
             message = exc.problem if isinstance(exc, SourceError | SinkError) else str(exc)
-            if time.monotonic() - started > 60:
+            up_at = metrics.source_connected_at
+            if up_at is not None and up_at >= started and time.monotonic() - up_at >= reset_after:
                 backoff = config.source.reconnect_backoff_initial_seconds  # it had been healthy for a while
             metrics.reconnect(reason)
             if reason == "sink":

@@ -23,7 +23,7 @@ from cdc.ops.metrics import Metrics
 from cdc.ops.progress import RangeProgress, SnapshotProgress
 from cdc.ops.stats import RunStats
 from cdc.pipeline import Pipeline, supervise
-from cdc.sink.kafka import KafkaProducerSink, Sink, StdoutSink
+from cdc.sink.kafka import HealthListener, HealthLog, KafkaProducerSink, Sink, StdoutSink
 from cdc.sink.process import ProcessSink
 from cdc.sink.topics import fit_to_topics
 from cdc.snapshot.reader import DatabaseChunkSource
@@ -36,11 +36,15 @@ from cdc.source.server import Server
 log = logging.getLogger(__name__)
 
 
-def make_sink(config: Config, kind: str) -> Sink:
+def make_sink(config: Config, kind: str, report: HealthListener | None = None) -> Sink:
+    """`report`: the broker health watcher's reports (one HealthLog across restarts of the sink, so
+    the line saying the broker is back comes whichever producer sees it)."""
     if kind == "stdout":
         return StdoutSink()
     kafka = fit_to_topics(config.kafka)
-    return ProcessSink(kafka) if kafka.producer_process else KafkaProducerSink(kafka)
+    if kafka.producer_process:
+        return ProcessSink(kafka, report=report)
+    return KafkaProducerSink(kafka, report=report)
 
 
 def make_store(config: Config, *, owner: bool = False, kind: str | None = None) -> CheckpointStore:
@@ -122,6 +126,7 @@ def run_live(
     """`run`; with `snapshot_request` (`wpcdc snapshot` when no `run` owns the checkpoint) it also
     snapshots and returns once that snapshot is complete and checkpointed."""
     metrics = metrics or Metrics()
+    metrics.source_stall_seconds = config.mysql.stall_seconds()
     lock = CheckpointLock(config.checkpoint.path)
     lock.acquire()
     http = None
@@ -186,10 +191,11 @@ def _run_with(
             extra={"event": "snapshot_resumed", "snapshot_id": snapshotter.state.request.id},
         )  # fmt: skip
     sink_box: list[Sink] = []
+    broker_log = HealthLog(metrics.broker_health)
 
     def attempt() -> None:
         if not sink_box:
-            sink_box.append(make_sink(config, sink_kind))
+            sink_box.append(make_sink(config, sink_kind, broker_log))
             metrics.sink_up = True
         pipeline.sink = sink_box[0]
         start = store.load() or cp
@@ -323,7 +329,7 @@ def replay(
     bar = RangeProgress(files, start, end, sys.stderr, sys.stderr.isatty()) if show_progress else None
     lookup = DatabaseLookup(config)
     mapper = Mapper(WordPressState(lookup), source_id, config.filters, config.mapping)
-    sink = make_sink(config, sink_kind)
+    sink = make_sink(config, sink_kind, HealthLog(metrics.broker_health))
     store = make_store(config, owner=True) if update_checkpoint else None
     pipeline = Pipeline(config, mapper, sink, store, metrics, stop, source_id, progress=bar)
     began = time.monotonic()

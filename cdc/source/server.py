@@ -17,10 +17,23 @@ LOG_BIN_FIX = (
 )
 
 
+def open_connection(**settings: Any) -> pymysql.connections.Connection:
+    """pymysql.connect with the handshake bounded by connect_timeout. PyMySQL reads the handshake
+    with read_timeout, so a server that accepts TCP but never answers (SIGSTOPped, swapping) held
+    every connect, the restart probe included, for read_timeout; queries still get read_timeout."""
+    read_timeout = settings.get("read_timeout")
+    connect_timeout = settings.get("connect_timeout")
+    if not read_timeout or not connect_timeout or connect_timeout >= read_timeout:
+        return pymysql.connect(**settings)
+    conn = pymysql.connect(**{**settings, "read_timeout": connect_timeout})
+    conn._read_timeout = read_timeout  # PyMySQL applies it before the next read
+    return conn
+
+
 def connect(config: Config, database: str | None = None) -> pymysql.connections.Connection:
     m = config.mysql
     try:
-        return pymysql.connect(
+        return open_connection(
             host=m.host,
             port=m.port,
             user=m.user,
