@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from cdc.checkpoint.facts import FactJournal
 from cdc.checkpoint.store import Checkpoint, CheckpointStore
 from cdc.config import Config
 from cdc.core.changes import (
@@ -85,6 +86,7 @@ class Pipeline:
         self._prepared_saved: dict[str, XAPrepared] = {}
         self._last_saved: BinlogPosition | None = None
         self.stop_when_snapshot_done = False  # `wpcdc snapshot` without a running `run`
+        self.facts: FactJournal | None = None  # what the mapper's caches answered since the checkpoint
         self.snapshot_progress: Callable[[Snapshotter], None] | None = None
 
     def stream(
@@ -355,6 +357,8 @@ class Pipeline:
         self.store.save(
             Checkpoint(position, self.source_server_id, pending.gtid, snapshot=snapshot, xa_prepared=prepared)
         )
+        if self.facts is not None:  # before anything after the checkpoint is mapped
+            self.facts.reset(position)
         if self.inbox is not None:
             for request_id in self._accepted:  # recorded in the checkpoint now: safe to forget the file
                 self.inbox.done(request_id)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cdc import __version__
+from cdc.checkpoint.facts import FactJournal
 from cdc.checkpoint.kafka import KafkaCheckpointStore
 from cdc.checkpoint.store import Checkpoint, CheckpointStore, FileCheckpointStore
 from cdc.config import Config
@@ -180,6 +181,8 @@ def _run_with(
     lookup = DatabaseLookup(config)
     chunks = DatabaseChunkSource(config)
     mapper = Mapper(WordPressState(lookup), source_id, config.filters, config.mapping)
+    facts = FactJournal(config.checkpoint.path)
+    facts.attach(mapper.state)
     snapshotter = Snapshotter(chunks, config.snapshot.chunk_size)
     snapshotter.restore(cp.snapshot)
     if snapshot_request is not None and not snapshotter.knows(snapshot_request.id):
@@ -199,6 +202,7 @@ def _run_with(
             metrics.sink_up = True
         pipeline.sink = sink_box[0]
         start = store.load() or cp
+        facts.rewind(start.position)  # the caches as the first pass knew them there: identical re-sent events
         pipeline.stream(start.position, blocking=True, prepared=start.xa_prepared)
 
     def recover(exc: Exception) -> None:
@@ -227,6 +231,7 @@ def _run_with(
         snapshot=snapshotter, inbox=RequestInbox(config.checkpoint.path),
     )  # fmt: skip
     pipeline.snapshot_progress = snapshot_progress or _log_snapshot_progress()
+    pipeline.facts = facts
     if snapshot_request is not None:
         pipeline.stop_when_snapshot_done = True
     try:
@@ -236,6 +241,7 @@ def _run_with(
             sink.close()
         lookup.close()
         chunks.close()
+        facts.close()
     final = store.load() or cp
     log.info(
         "stopped; checkpoint at %s, %d events published this run",
