@@ -90,7 +90,7 @@ class FactJournal:
 
     def _failed(self, exc: OSError) -> CheckpointError:
         return CheckpointError(
-            f"cannot write the fact journal {self.path}: {exc.strerror or exc}",
+            f"cannot write the checkpoint's fact journal {self.path}: {exc.strerror or exc}",
             "free space or fix the permissions of the checkpoint directory (checkpoint.path)",
         )
 
