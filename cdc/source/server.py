@@ -8,7 +8,7 @@ import pymysql
 
 from cdc.config import Config
 from cdc.core.position import BinlogPosition
-from cdc.errors import PositionGoneError, PreflightError, SourceError
+from cdc.errors import PositionGoneError, PreflightError, ServerUnreachable, SourceError
 
 # `log_bin=ON` in my.cnf is taken as the base name: MariaDB would write ON.000001, ON.000002, …
 LOG_BIN_FIX = (
@@ -58,7 +58,7 @@ def connect(config: Config, database: str | None = None) -> pymysql.connections.
                 f"database {database!r} does not exist on {m.host}:{m.port}",
                 "set wordpress.database to the schema that holds the WordPress tables",
             ) from None
-        raise PreflightError(
+        raise ServerUnreachable(
             f"cannot connect to MySQL at {m.host}:{m.port}: {message}",
             "check mysql.host and mysql.port, and that the server is up and reachable",
         ) from None
