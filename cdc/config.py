@@ -49,6 +49,10 @@ class MySQLConfig(_Strict):
     connect_timeout_seconds: float = Field(10.0, gt=0)
     # The server sends a heartbeat when idle, so a quiet stream still notices SIGTERM and dead peers.
     heartbeat_seconds: float = Field(1.0, gt=0, le=60)
+    # The live stream counts as dead after this many heartbeat periods without an event or a heartbeat
+    # (/readyz 503 at once, then the connection is rebuilt).
+    stall_heartbeats: int = Field(3, ge=2, le=100)
+    # Queries (lookups, snapshots, the replay stream); connect_timeout_seconds bounds connect + handshake.
     read_timeout_seconds: float = Field(30.0, gt=0)
     # TLS to MySQL. The server certificate is always verified: against tls_ca_file, or the system's
     # CA bundle when that is null. tls_cert_file/tls_key_file: a client certificate, if required.
@@ -79,6 +83,9 @@ class MySQLConfig(_Strict):
         if self.tls_key_file is not None:
             out["ssl_key"] = str(self.tls_key_file)
         return out
+
+    def stall_seconds(self) -> float:
+        return self.heartbeat_seconds * self.stall_heartbeats
 
     def resolved_password(self) -> str:
         return _secret(ENV_MYSQL_PASSWORD, self.password_file, self.password, "mysql.password") or ""
@@ -114,6 +121,12 @@ class KafkaConfig(_Strict):
     request_timeout_ms: int = Field(30_000, ge=100)
     # How long to wait for acknowledgements at a checkpoint before restarting from the last checkpoint.
     flush_timeout_seconds: float = Field(60.0, gt=0)
+    # The broker counts as unreachable (wpcdc_sink_connected 0, /readyz 503, a warning in the log) when
+    # a metadata probe (sent every second) fails or is unanswered this long, or a message waits this
+    # long for its acknowledgement.
+    health_timeout_seconds: float = Field(5.0, gt=0)
+    # Cap of kafka-python's reconnect backoff: how soon a broker that is back is tried again.
+    reconnect_backoff_max_ms: int = Field(1000, ge=50)
     # Run the producer in a child process so it does not share the GIL with binlog decoding
     # (about 2x end-to-end throughput on 2 cores). false: produce in the streamer's own process.
     producer_process: bool = True
@@ -196,7 +209,9 @@ class SourceConfig(_Strict):
     # Debezium's schema-only mode) or the oldest binlog file the server still has.
     start_at: Literal["end", "beginning"] = "end"
     reconnect_backoff_initial_seconds: float = Field(0.5, gt=0)
-    reconnect_backoff_max_seconds: float = Field(30.0, gt=0)
+    reconnect_backoff_max_seconds: float = Field(5.0, gt=0)
+    # A run that stayed connected this long was healthy: the next failure waits the initial backoff again.
+    reconnect_backoff_reset_seconds: float = Field(5.0, gt=0)
     # Memoized TABLE_MAP parsing and a direct row decoder for common column types: several times
     # faster decoding with identical output. Off (the library's own code) only to rule it out.
     fast_decoding: bool = True

@@ -37,6 +37,11 @@ class PreflightError(WpcdcError):
     exit_code = EXIT_PREFLIGHT
 
 
+class ServerUnreachable(PreflightError):
+    """No connection to the server could be made. Fatal when starting (`check`, `run`'s preflight), but
+    transient for a lookup or a snapshot read in a running stream: the server may be restarting."""
+
+
 class PositionGoneError(WpcdcError):
     """The checkpoint (or --from) names a binlog file the server no longer has."""
 

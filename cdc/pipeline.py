@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from cdc.checkpoint.facts import FactJournal
 from cdc.checkpoint.store import Checkpoint, CheckpointStore
 from cdc.config import Config
 from cdc.core.changes import (
@@ -85,6 +86,7 @@ class Pipeline:
         self._prepared_saved: dict[str, XAPrepared] = {}
         self._last_saved: BinlogPosition | None = None
         self.stop_when_snapshot_done = False  # `wpcdc snapshot` without a running `run`
+        self.facts: FactJournal | None = None  # what the mapper's caches answered since the checkpoint
         self.snapshot_progress: Callable[[Snapshotter], None] | None = None
 
     def stream(
@@ -110,6 +112,8 @@ class Pipeline:
             for item in source.items():
                 if not metrics.source_up:
                     metrics.source_up = True
+                    metrics.source_connected_at = time.monotonic()
+                    metrics.last_idle_at = time.time()  # heard from it just now
                     log.info(
                         "connected to the binlog at %s", start, extra={"event": "connected", "position": str(start)}
                     )
@@ -353,6 +357,8 @@ class Pipeline:
         self.store.save(
             Checkpoint(position, self.source_server_id, pending.gtid, snapshot=snapshot, xa_prepared=prepared)
         )
+        if self.facts is not None:  # before anything after the checkpoint is mapped
+            self.facts.reset(position)
         if self.inbox is not None:
             for request_id in self._accepted:  # recorded in the checkpoint now: safe to forget the file
                 self.inbox.done(request_id)
@@ -400,6 +406,7 @@ def supervise(
     """Run `attempt` until it returns; on a transient failure call `recover` and retry with capped
     exponential backoff. Fatal source errors and all other errors propagate."""
     backoff = config.source.reconnect_backoff_initial_seconds
+    reset_after = config.source.reconnect_backoff_reset_seconds
     while True:
         started = time.monotonic()
         try:
@@ -410,7 +417,8 @@ def supervise(
                 raise
             reason = {SinkError: "sink", LookupUnavailable: "lookup"}.get(type(exc), "source")
             message = exc.problem if isinstance(exc, SourceError | SinkError) else str(exc)
-            if time.monotonic() - started > 60:
+            up_at = metrics.source_connected_at
+            if up_at is not None and up_at >= started and time.monotonic() - up_at >= reset_after:
                 backoff = config.source.reconnect_backoff_initial_seconds  # it had been healthy for a while
             metrics.reconnect(reason)
             if reason == "sink":

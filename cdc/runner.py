@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cdc import __version__
+from cdc.checkpoint.facts import FactJournal
 from cdc.checkpoint.kafka import KafkaCheckpointStore
 from cdc.checkpoint.store import Checkpoint, CheckpointStore, FileCheckpointStore
 from cdc.config import Config
@@ -23,7 +24,7 @@ from cdc.ops.metrics import Metrics
 from cdc.ops.progress import RangeProgress, SnapshotProgress
 from cdc.ops.stats import RunStats
 from cdc.pipeline import Pipeline, supervise
-from cdc.sink.kafka import KafkaProducerSink, Sink, StdoutSink
+from cdc.sink.kafka import HealthListener, HealthLog, KafkaProducerSink, Sink, StdoutSink
 from cdc.sink.process import ProcessSink
 from cdc.sink.topics import fit_to_topics
 from cdc.snapshot.reader import DatabaseChunkSource
@@ -36,11 +37,15 @@ from cdc.source.server import Server
 log = logging.getLogger(__name__)
 
 
-def make_sink(config: Config, kind: str) -> Sink:
+def make_sink(config: Config, kind: str, report: HealthListener | None = None) -> Sink:
+    """`report`: the broker health watcher's reports (one HealthLog across restarts of the sink, so
+    the line saying the broker is back comes whichever producer sees it)."""
     if kind == "stdout":
         return StdoutSink()
     kafka = fit_to_topics(config.kafka)
-    return ProcessSink(kafka) if kafka.producer_process else KafkaProducerSink(kafka)
+    if kafka.producer_process:
+        return ProcessSink(kafka, report=report)
+    return KafkaProducerSink(kafka, report=report)
 
 
 def make_store(config: Config, *, owner: bool = False, kind: str | None = None) -> CheckpointStore:
@@ -122,6 +127,7 @@ def run_live(
     """`run`; with `snapshot_request` (`wpcdc snapshot` when no `run` owns the checkpoint) it also
     snapshots and returns once that snapshot is complete and checkpointed."""
     metrics = metrics or Metrics()
+    metrics.source_stall_seconds = config.mysql.stall_seconds()
     lock = CheckpointLock(config.checkpoint.path)
     lock.acquire()
     http = None
@@ -175,6 +181,8 @@ def _run_with(
     lookup = DatabaseLookup(config)
     chunks = DatabaseChunkSource(config)
     mapper = Mapper(WordPressState(lookup), source_id, config.filters, config.mapping)
+    facts = FactJournal(config.checkpoint.path)
+    facts.attach(mapper.state)
     snapshotter = Snapshotter(chunks, config.snapshot.chunk_size)
     snapshotter.restore(cp.snapshot)
     if snapshot_request is not None and not snapshotter.knows(snapshot_request.id):
@@ -186,13 +194,15 @@ def _run_with(
             extra={"event": "snapshot_resumed", "snapshot_id": snapshotter.state.request.id},
         )  # fmt: skip
     sink_box: list[Sink] = []
+    broker_log = HealthLog(metrics.broker_health)
 
     def attempt() -> None:
         if not sink_box:
-            sink_box.append(make_sink(config, sink_kind))
+            sink_box.append(make_sink(config, sink_kind, broker_log))
             metrics.sink_up = True
         pipeline.sink = sink_box[0]
         start = store.load() or cp
+        facts.rewind(start.position)  # the caches as the first pass knew them there: identical re-sent events
         pipeline.stream(start.position, blocking=True, prepared=start.xa_prepared)
 
     def recover(exc: Exception) -> None:
@@ -221,6 +231,7 @@ def _run_with(
         snapshot=snapshotter, inbox=RequestInbox(config.checkpoint.path),
     )  # fmt: skip
     pipeline.snapshot_progress = snapshot_progress or _log_snapshot_progress()
+    pipeline.facts = facts
     if snapshot_request is not None:
         pipeline.stop_when_snapshot_done = True
     try:
@@ -230,6 +241,7 @@ def _run_with(
             sink.close()
         lookup.close()
         chunks.close()
+        facts.close()
     final = store.load() or cp
     log.info(
         "stopped; checkpoint at %s, %d events published this run",
@@ -323,7 +335,7 @@ def replay(
     bar = RangeProgress(files, start, end, sys.stderr, sys.stderr.isatty()) if show_progress else None
     lookup = DatabaseLookup(config)
     mapper = Mapper(WordPressState(lookup), source_id, config.filters, config.mapping)
-    sink = make_sink(config, sink_kind)
+    sink = make_sink(config, sink_kind, HealthLog(metrics.broker_health))
     store = make_store(config, owner=True) if update_checkpoint else None
     pipeline = Pipeline(config, mapper, sink, store, metrics, stop, source_id, progress=bar)
     began = time.monotonic()

@@ -56,6 +56,13 @@ class Source(_Model):
     row: int = Field(description="index of the row within the rows event (table events: of the table in the DDL)")
     table: str
     gtid: str | None = Field(None, description="GTID of the transaction, when the server has one")
+    lookups: list[str] | None = Field(
+        None,
+        description="Fields of this event taken from the database's state when it was read (a cache miss: the "
+        "post or term was not seen in the binlog since start-up or the last restart), not from the binlog: "
+        "post_type and, on term events, data.taxonomy/term_id/slug/name. Absent when every field came from the "
+        "binlog. A copy of the event re-read later (wpcdc replay) may differ from the first in these fields.",
+    )
 
 
 class PostRow(BaseModel):

@@ -67,6 +67,9 @@ class Mapped:
 
 
 _SKIP = object()  # value of a column that must not be emitted
+# source.lookups: fields taken from the database's current state (a cache miss), not from the binlog.
+_POST_LOOKUP = ["post_type"]
+_TERM_LOOKUP = ["data.taxonomy", "data.term_id", "data.slug", "data.name"]
 
 
 class Mapper:
@@ -270,7 +273,7 @@ class Mapper:
         meta_key = _str(image, "meta_key")
         if meta_key in self._excluded_meta_keys:
             return Mapped(filtered=EXCLUDED_META_KEY)
-        info = self.state.post(c.wp.blog_id, post_id)
+        info, from_db = self.state.post_fact(c.wp.blog_id, post_id)
         post_type = info.post_type if info else None
         if info is not None:
             reason = self._excluded(info.post_type, info.post_status)
@@ -288,7 +291,10 @@ class Mapper:
         errors = self._meta_value(data, _text(c.after["meta_value"]) if c.after is not None else None)
         if c.before is not None:
             data["previous_value"] = _text(c.before.get("meta_value"))
-        return Mapped([self._event(c, kind, post_id, post_type, data)], decode_errors=errors)
+        event = self._event(c, kind, post_id, post_type, data)
+        if from_db:
+            event["source"]["lookups"] = [*_POST_LOOKUP]
+        return Mapped([event], decode_errors=errors)
 
     # -- wp_term_relationships -----------------------------------------------------------------
 
@@ -296,7 +302,7 @@ class Mapper:
         image = c.after if c.after is not None else c.before
         assert image is not None
         post_id = _int(image, "object_id")
-        info = self.state.post(c.wp.blog_id, post_id)
+        info, from_db = self.state.post_fact(c.wp.blog_id, post_id)
         if info is not None:
             reason = self._excluded(info.post_type, info.post_status)
             if reason:
@@ -304,9 +310,9 @@ class Mapper:
         post_type = info.post_type if info else None
 
         if c.op == "insert":
-            return Mapped([self._term_event(c, ev.POST_TERM_ADDED, post_type, c.after)])  # type: ignore[arg-type]
+            return Mapped([self._term_event(c, ev.POST_TERM_ADDED, post_type, c.after, None, from_db)])  # type: ignore[arg-type]
         if c.op == "delete":
-            return Mapped([self._term_event(c, ev.POST_TERM_REMOVED, post_type, c.before)])  # type: ignore[arg-type]
+            return Mapped([self._term_event(c, ev.POST_TERM_REMOVED, post_type, c.before, None, from_db)])  # type: ignore[arg-type]
         assert c.before is not None and c.after is not None
         same_link = _int(c.before, "object_id") == post_id and _int(c.before, "term_taxonomy_id") == _int(
             c.after, "term_taxonomy_id"
@@ -314,22 +320,28 @@ class Mapper:
         if same_link:
             if _int(c.before, "term_order") == _int(c.after, "term_order"):
                 return Mapped(filtered=NO_CHANGE)
-            e = self._term_event(c, ev.POST_TERM_UPDATED, post_type, c.after)
+            e = self._term_event(c, ev.POST_TERM_UPDATED, post_type, c.after, None, from_db)
             e["data"]["previous_term_order"] = _int(c.before, "term_order")
             return Mapped([e])
         # A plugin re-pointed the relationship: to a consumer that is one term removed, another added.
         before_post = _int(c.before, "object_id")
-        before_info = self.state.post(c.wp.blog_id, before_post)
+        before_info, before_db = self.state.post_fact(c.wp.blog_id, before_post)
         removed = self._term_event(
-            c, ev.POST_TERM_REMOVED, before_info.post_type if before_info else None, c.before, "removed"
+            c, ev.POST_TERM_REMOVED, before_info.post_type if before_info else None, c.before, "removed", before_db
         )
-        return Mapped([removed, self._term_event(c, ev.POST_TERM_ADDED, post_type, c.after, "added")])
+        return Mapped([removed, self._term_event(c, ev.POST_TERM_ADDED, post_type, c.after, "added", from_db)])
 
     def _term_event(
-        self, c: RowChange, kind: str, post_type: str | None, image: dict[str, Any], suffix: str | None = None
+        self,
+        c: RowChange,
+        kind: str,
+        post_type: str | None,
+        image: dict[str, Any],
+        suffix: str | None = None,
+        post_from_db: bool = False,
     ) -> dict[str, Any]:
         tt_id = _int(image, "term_taxonomy_id")
-        term = self.state.term(c.wp.blog_id, tt_id)
+        term, term_from_db = self.state.term_fact(c.wp.blog_id, tt_id)
         data = {
             "term_taxonomy_id": tt_id,
             "term_order": _int(image, "term_order"),
@@ -338,7 +350,10 @@ class Mapper:
             "slug": term.slug if term else None,
             "name": term.name if term else None,
         }
-        return self._event(c, kind, _int(image, "object_id"), post_type, data, suffix)
+        event = self._event(c, kind, _int(image, "object_id"), post_type, data, suffix)
+        if post_from_db or term_from_db:
+            event["source"]["lookups"] = (_POST_LOOKUP if post_from_db else []) + (_TERM_LOOKUP if term_from_db else [])
+        return event
 
     def _learn_terms(self, c: RowChange) -> None:
         image = c.after

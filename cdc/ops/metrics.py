@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 if TYPE_CHECKING:
     from cdc.ops.stats import RunStats
+    from cdc.sink.kafka import BrokerHealth
     from cdc.snapshot.snapshotter import Snapshotter
 
 
@@ -33,7 +34,9 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.publish_errors = Counter(
-            "wpcdc_publish_errors_total", "Times the broker did not acknowledge (sends then retried)", registry=r
+            "wpcdc_publish_errors_total",
+            "Broker failures: sends not acknowledged, metadata probes that failed or went unanswered",
+            registry=r,
         )
         self.publish_retries = Counter(
             "wpcdc_publish_retries_total", "Restarts from the checkpoint after a publish error", registry=r
@@ -62,6 +65,12 @@ class Metrics:
         self.inflight = 0
         self.source_up = False
         self.sink_up = False
+        self.last_idle_at: float | None = None  # our clock at the last server heartbeat
+        # Live streams only (set by `run`): silence this long with the source connected = stalled.
+        self.source_stall_seconds: float | None = None
+        self.source_connected_at: float | None = None  # monotonic; kept after a disconnect (backoff reset)
+        self.broker: BrokerHealth | None = None  # the producer's last report (every 0.25 s)
+        self._broker_failures = 0
 
         Gauge(
             "wpcdc_seconds_behind_source", "Now minus the binlog time of the last event; 0 when caught up",
@@ -79,9 +88,14 @@ class Metrics:
         Gauge("wpcdc_source_connected", "1 while the binlog stream is connected", registry=r).set_function(
             lambda: 1 if self.source_up else 0
         )
-        Gauge("wpcdc_sink_connected", "1 while the producer is healthy", registry=r).set_function(
-            lambda: 1 if self.sink_up else 0
-        )
+        Gauge(
+            "wpcdc_sink_connected", "1 while the producer is healthy and the broker answers", registry=r
+        ).set_function(lambda: 1 if self.sink_connected() else 0)
+        Gauge(
+            "wpcdc_oldest_unacked_seconds",
+            "Age of the oldest message the broker has not acknowledged yet",
+            registry=r,
+        ).set_function(lambda: self.broker.oldest_unacked_seconds if self.broker is not None else 0.0)
         self.snapshot_running = Gauge("wpcdc_snapshot_running", "1 while a snapshot is in progress", registry=r)
         self.snapshot_posts_done = Gauge(
             "wpcdc_snapshot_posts_done", "Posts published by the running snapshot", registry=r
@@ -128,6 +142,18 @@ class Metrics:
                     self._child(family, prefix, label).inc(delta)
                     seen[(prefix, label)] = total
 
+    def broker_health(self, health: BrokerHealth) -> None:
+        """Called by the sink's health watcher; `failures` restarts at 0 with each new producer."""
+        if health.failures < self._broker_failures:
+            self._broker_failures = 0
+        if health.failures > self._broker_failures:
+            self.publish_errors.inc(health.failures - self._broker_failures)
+            self._broker_failures = health.failures
+        self.broker = health
+
+    def sink_connected(self) -> bool:
+        return self.sink_up and (self.broker is None or self.broker.up)
+
     def reconnect(self, reason: str) -> None:
         self._child(self._reconnects, "r", reason).inc()
 
@@ -139,6 +165,15 @@ class Metrics:
 
     def source_idle(self) -> None:
         self.caught_up = True
+        self.last_idle_at = time.time()
+
+    def silent(self, limit: float) -> bool:
+        return self.source_silence() > limit
+
+    def source_silence(self) -> float:
+        """Seconds since the source sent anything (an event or a heartbeat)."""
+        heard = max(self.last_event_at or 0.0, self.last_idle_at or 0.0)
+        return time.time() - heard if heard else 0.0
 
     def lag_seconds(self) -> float:
         if self.caught_up or self.last_event_ts is None:
@@ -161,8 +196,17 @@ class Metrics:
         problems = []
         if not self.source_up:
             problems.append("binlog stream not connected")
+        elif self.caught_up and self.source_stall_seconds is not None and self.silent(self.source_stall_seconds):
+            # Only when caught up: then the pipeline just waits on the source, so silence is the
+            # source's (while catching up, a slow lookup or broker ack would look the same).
+            problems.append(
+                f"no event or heartbeat from the source for {self.source_silence():.1f}s "
+                f"(limit {self.source_stall_seconds:g}s)"
+            )
         if not self.sink_up:
             problems.append("broker not connected")
+        elif self.broker is not None and not self.broker.up:
+            problems.append(f"broker not reachable: {self.broker.problem}")
         lag = self.lag_seconds()
         if lag > max_lag_seconds:
             problems.append(f"{lag:.0f}s behind the source (limit {max_lag_seconds:.0f}s)")

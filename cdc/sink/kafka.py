@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 from kafka import KafkaProducer
@@ -120,13 +125,71 @@ def _headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
     ]
 
 
-class KafkaProducerSink:
-    """kafka-python in this process: acks=all, idempotent, batched; `flush()` waits for acks."""
+@dataclass(frozen=True)
+class BrokerHealth:
+    """The producer's view of the broker, refreshed every _WATCH_SECONDS. `failures` counts broker
+    failures since the producer started (failed or unanswered metadata probes, rejected sends)."""
 
-    def __init__(self, config: KafkaConfig, bootstrap_timeout_ms: int | None = None) -> None:
+    up: bool = True
+    problem: str = ""
+    oldest_unacked_seconds: float = 0.0
+    failures: int = 0
+
+
+HealthListener = Callable[[BrokerHealth], None]
+
+_WATCH_SECONDS = 0.25
+# A metadata request at least this often, so an idle stream notices a broker that went away (and
+# one that came back) without waiting for data to send.
+_PROBE_SECONDS = 1.0
+
+
+class HealthLog:
+    """Logs the broker going down and coming back, then hands every report on to `listener`."""
+
+    def __init__(self, listener: HealthListener | None = None) -> None:
+        self._listener = listener
+        self._down_since: float | None = None
+
+    def __call__(self, health: BrokerHealth) -> None:
+        if not health.up and self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning(
+                "Kafka broker unreachable: %s (oldest unacknowledged message %.1fs); events are held and sent "
+                "when it answers again", health.problem, health.oldest_unacked_seconds,
+                extra={"event": "broker_down", "error": health.problem},
+            )  # fmt: skip
+        elif health.up and self._down_since is not None:
+            down_for = time.monotonic() - self._down_since
+            self._down_since = None
+            log.info(
+                "Kafka broker reachable again after %.1fs", down_for,
+                extra={"event": "broker_up", "down_seconds": round(down_for, 3)},
+            )  # fmt: skip
+        if self._listener is not None:
+            self._listener(health)
+
+
+class KafkaProducerSink:
+    """kafka-python in this process: acks=all, idempotent, batched; `flush()` waits for acks.
+
+    A watcher thread reports the broker's health to `report` every _WATCH_SECONDS: down when a
+    metadata probe fails or goes unanswered for kafka.health_timeout_seconds, when the oldest
+    unacknowledged message is older than that, or when a send was rejected since the last good probe.
+    kafka-python itself keeps reconnecting (backoff capped at kafka.reconnect_backoff_max_ms), so a
+    broker that comes back within kafka.flush_timeout_seconds is used again without a restart."""
+
+    def __init__(
+        self, config: KafkaConfig, bootstrap_timeout_ms: int | None = None, report: HealthListener | None = None
+    ) -> None:
         self._config = config
         self._messages = KafkaMessages(config)
         self._error: BaseException | None = None
+        self._report = report if report is not None else HealthLog()
+        self._outstanding: deque[tuple[float, Any]] = deque()  # (sent at, future), in send order
+        self._send_failures = 0
+        self._last_failure: BaseException | None = None
+        self._closed = threading.Event()
         extra: dict[str, object] = {}
         if bootstrap_timeout_ms is not None and "bootstrap_timeout_ms" in KafkaProducer.DEFAULT_CONFIG:
             extra["bootstrap_timeout_ms"] = bootstrap_timeout_ms  # kafka-python >= 3 (30 s by default)
@@ -143,6 +206,9 @@ class KafkaProducerSink:
                 max_request_size=config.max_request_size,
                 max_block_ms=config.max_block_ms,
                 request_timeout_ms=config.request_timeout_ms,
+                # kafka-python's default (30 s) made a broker that came back wait that long for the
+                # next connection attempt.
+                reconnect_backoff_max_ms=config.reconnect_backoff_max_ms,
                 **config.producer_security(),
                 **extra,
             )
@@ -153,6 +219,59 @@ class KafkaProducerSink:
             ) from None
         for topic in (config.topic, config.dead_letter_topic):
             self._require_topic(topic)
+        self._watcher = threading.Thread(target=self._watch, name="wpcdc-broker-health", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        timeout = self._config.health_timeout_seconds
+        # kafka-python's cluster metadata and network client (private: every use is guarded, and
+        # without them the health rests on acknowledgements alone).
+        metadata = getattr(self._producer, "_metadata", None)
+        client = getattr(getattr(self._producer, "_sender", None), "_client", None)
+        probe: Any = None
+        probe_at = last_probe = time.monotonic()
+        probe_problem = send_problem = ""
+        failures_seen = failures = 0
+        was_up = True
+        while not self._closed.wait(_WATCH_SECONDS):
+            now = time.monotonic()
+            if probe is not None and probe.is_done:
+                if probe.succeeded():
+                    probe_problem = send_problem = ""
+                else:
+                    probe_problem = f"metadata request failed: {probe.exception!r}"
+                probe = None
+            elif probe is not None and now - probe_at > timeout:
+                probe_problem = f"no answer to a metadata request for {now - probe_at:.1f}s"
+            if probe is None and metadata is not None and now - last_probe >= _PROBE_SECONDS:
+                try:
+                    probe = metadata.request_update()
+                except Exception as exc:  # a private API changed: go on without probes
+                    log.debug("metadata probe unavailable: %r", exc)
+                    metadata = None
+                probe_at = last_probe = now
+            if self._send_failures > failures_seen:
+                failures += self._send_failures - failures_seen
+                failures_seen = self._send_failures
+                send_problem = f"a send was rejected: {self._last_failure!r}"
+            outstanding = self._outstanding
+            while outstanding and outstanding[0][1].is_done:
+                outstanding.popleft()
+            oldest = now - outstanding[0][0] if outstanding else 0.0
+            problem = probe_problem or send_problem
+            if not problem and oldest > 2 * _WATCH_SECONDS and _connected(client, metadata) is False:
+                # Messages wait and no broker connection is open: it went away (a dead broker's
+                # metadata probe may stay pending for the whole timeout rather than fail).
+                problem = "lost the connection to the broker"
+            if not problem and oldest > timeout:
+                problem = f"no acknowledgement for {oldest:.1f}s"
+            if problem and was_up:
+                failures += 1
+            was_up = not problem
+            try:
+                self._report(BrokerHealth(not problem, problem, oldest, failures))
+            except Exception:
+                log.debug("broker health report failed", exc_info=True)
 
     def _require_topic(self, topic: str) -> None:
         try:
@@ -170,6 +289,8 @@ class KafkaProducerSink:
             )
 
     def _failed(self, exc: BaseException) -> None:
+        self._send_failures += 1
+        self._last_failure = exc
         if self._error is None:
             self._error = exc
 
@@ -187,6 +308,7 @@ class KafkaProducerSink:
         except KafkaError as exc:
             raise SinkError(f"Kafka send failed: {exc}") from None
         future.add_errback(self._failed)
+        self._outstanding.append((time.monotonic(), future))
 
     def send(self, event: dict[str, Any], value: bytes | None = None) -> None:
         self.produce(self._messages.event(event, value))
@@ -206,10 +328,19 @@ class KafkaProducerSink:
             raise SinkError(f"Kafka did not accept a message: {error}")
 
     def close(self) -> None:
+        self._closed.set()
         try:
             self._producer.close(timeout=5)
         except Exception:  # closing a producer to a dead broker must not mask the original error
             log.debug("error closing the Kafka producer", exc_info=True)
+
+
+def _connected(client: Any, metadata: Any) -> bool | None:
+    """Whether any known broker has an open connection; None when kafka-python cannot tell."""
+    try:
+        return any(client.connected(b.node_id) for b in metadata.brokers())
+    except Exception:
+        return None
 
 
 def _too_large(event: dict[str, Any], size: int, limit: int) -> dict[str, Any]:

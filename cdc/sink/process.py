@@ -18,7 +18,7 @@ from typing import Any
 
 from cdc.config import KafkaConfig
 from cdc.errors import SinkError
-from cdc.sink.kafka import KafkaMessages, KafkaProducerSink, Message
+from cdc.sink.kafka import BrokerHealth, HealthListener, HealthLog, KafkaMessages, KafkaProducerSink, Message
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,37 @@ _BATCH = 500  # messages per pipe write: amortises pickling and syscalls, bounds
 _MAX_BATCH_DELAY = 0.002
 
 
-def _child(conn: Connection, config: KafkaConfig) -> None:
+_PROBLEM_BYTES = 400
+
+
+class _SharedHealth:
+    """The child's BrokerHealth in shared memory, read by the parent's watcher (which logs and feeds
+    the metrics: the child has no logging set up and the pipe is busy with batches and flushes).
+    Unlocked: a torn read costs one stale value for a quarter of a second."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.numbers = ctx.Array("d", 3, lock=False)  # up, oldest unacked seconds, failures
+        self.problem = ctx.Array("c", _PROBLEM_BYTES, lock=False)
+        self.numbers[0] = 1.0
+
+    def write(self, health: BrokerHealth) -> None:
+        self.problem.value = health.problem.encode("utf-8", "replace")[: _PROBLEM_BYTES - 1]
+        self.numbers[1] = health.oldest_unacked_seconds
+        self.numbers[2] = health.failures
+        self.numbers[0] = 1.0 if health.up else 0.0
+
+    def read(self) -> BrokerHealth:
+        up, oldest, failures = self.numbers[:]
+        return BrokerHealth(up == 1.0, self.problem.value.decode("utf-8", "replace"), oldest, int(failures))
+
+
+def _child(conn: Connection, config: KafkaConfig, health: _SharedHealth) -> None:
     # The parent decides when to stop (flush, checkpoint, then close); a terminal's Ctrl-C reaches
     # the whole process group and must not kill the producer mid-flush.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        sink = KafkaProducerSink(config)
+        sink = KafkaProducerSink(config, report=health.write)
     except SinkError as exc:
         conn.send(("error", exc.problem, exc.fix))
         return
@@ -68,7 +92,7 @@ def _child(conn: Connection, config: KafkaConfig) -> None:
 
 
 class ProcessSink:
-    def __init__(self, config: KafkaConfig, start_timeout: float = 60.0) -> None:
+    def __init__(self, config: KafkaConfig, start_timeout: float = 60.0, report: HealthListener | None = None) -> None:
         self._messages = KafkaMessages(config)
         self._batch: list[Message] = []
         self._lock = threading.Lock()  # serialises the batch and every write to the pipe
@@ -77,9 +101,14 @@ class ProcessSink:
         self._ship_error: SinkError | None = None
         self._last_add = 0.0
         self._flush_timeout = config.flush_timeout_seconds + 10
+        self._stopped = threading.Event()
         ctx = multiprocessing.get_context("spawn")
+        self._health = _SharedHealth(ctx)
+        self._report = report if report is not None else HealthLog()
         self._conn, child_conn = ctx.Pipe()
-        self._proc = ctx.Process(target=_child, args=(child_conn, config), name="wpcdc-producer", daemon=True)
+        self._proc = ctx.Process(
+            target=_child, args=(child_conn, config, self._health), name="wpcdc-producer", daemon=True
+        )
         self._proc.start()
         child_conn.close()
         reply = self._reply(start_timeout, "start the producer process")
@@ -88,6 +117,18 @@ class ProcessSink:
             raise SinkError(reply[1], reply[2])
         self._shipper = threading.Thread(target=self._ship_partial_batches, name="wpcdc-shipper", daemon=True)
         self._shipper.start()
+        self._watcher = threading.Thread(target=self._watch_health, name="wpcdc-broker-health", daemon=True)
+        self._watcher.start()
+
+    def _watch_health(self) -> None:
+        while not self._stopped.wait(0.25):
+            health = self._health.read()
+            if not self._proc.is_alive():
+                health = BrokerHealth(False, "the producer process exited", health.oldest_unacked_seconds,
+                                      health.failures + 1)  # fmt: skip
+            self._report(health)
+            if not self._proc.is_alive():
+                return
 
     def _ship_partial_batches(self) -> None:
         """Ships a partial batch once the reader has added nothing for _MAX_BATCH_DELAY. Under load
@@ -165,6 +206,7 @@ class ProcessSink:
         self._proc.join(5)
 
     def close(self) -> None:
+        self._stopped.set()
         self._closing = True
         self._pending.set()
         with self._lock:

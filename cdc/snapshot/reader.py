@@ -14,7 +14,7 @@ from pymysql.constants import FIELD_TYPE
 from cdc.config import Config, FilterConfig
 from cdc.core.tables import TableKind, TableMatcher, table_name
 from cdc.core.values import INVALID_DATE, RawValue, invalid_text
-from cdc.errors import LookupUnavailable
+from cdc.errors import LookupUnavailable, ServerUnreachable
 from cdc.snapshot.snapshotter import Chunk, SnapshotPost, SnapshotRequest
 from cdc.source.server import Server
 
@@ -55,8 +55,13 @@ class DatabaseChunkSource:
 
     def _db(self) -> Server:
         if self._server is None:
-            self._server = Server(self._config)
-            self._server.query(f"USE `{self._config.wordpress.database}`")
+            # A server that is down (restarting, failing over) is transient here, as a lost connection is.
+            try:
+                server = Server(self._config)
+            except ServerUnreachable as exc:
+                raise LookupUnavailable(f"snapshot read failed: {exc.problem}") from None
+            self._server = server
+            self._guard(server.query, f"USE `{self._config.wordpress.database}`")
         return self._server
 
     def _guard(self, fn: Any, *args: Any) -> Any:

@@ -49,6 +49,7 @@ from cdc.core.position import BinlogPosition
 from cdc.core.tables import TableKind, TableMatcher
 from cdc.errors import PositionGoneError, SourceError
 from cdc.source import fast_decoding
+from cdc.source.server import open_connection
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,12 @@ class _OneShotConnector:
     pipeline restarts from its own last transaction boundary instead.
     """
 
-    def __init__(self, speedups: bool) -> None:
+    def __init__(self, speedups: bool, stream_read_timeout: float | None = None) -> None:
         self.stream_connections = 0
         self.speedups = speedups
+        # The server sends a heartbeat every mysql.heartbeat_seconds when it has nothing else: a
+        # stream silent for a few of them is dead (frozen or unreachable server), not idle.
+        self.stream_read_timeout = stream_read_timeout
 
     def __call__(self, **settings: Any) -> pymysql.connections.Connection:
         is_ctl = "cursorclass" in settings  # the library's control connection sets a DictCursor
@@ -102,7 +106,9 @@ class _OneShotConnector:
             self.stream_connections += 1
             if self.stream_connections > 1:
                 raise _LibraryReconnected()
-        conn = pymysql.connect(**settings)
+            if self.stream_read_timeout is not None:
+                settings = {**settings, "read_timeout": self.stream_read_timeout}
+        conn = open_connection(**settings)
         if is_ctl and self.speedups:
             fast_decoding.enable(conn)  # every event is handed the control connection: the switch rides on it
         return conn
@@ -177,7 +183,9 @@ class BinlogSource:
             ],
             filter_non_implemented_events=False,
             slave_heartbeat=cfg.mysql.heartbeat_seconds if self._blocking else None,
-            pymysql_wrapper=_OneShotConnector(cfg.source.fast_decoding),
+            pymysql_wrapper=_OneShotConnector(
+                cfg.source.fast_decoding, cfg.mysql.stall_seconds() if self._blocking else None
+            ),
             enable_logging=False,
         )
 
@@ -191,7 +199,10 @@ class BinlogSource:
                 # sends its dump threads an EOF packet when it shuts down). A lost connection, not the end.
                 raise SourceError("the server ended the binlog stream (shut down or restarted?)")
         except _LibraryReconnected:
-            raise SourceError("the binlog connection was lost (the server closed it or timed out)") from None
+            raise SourceError(
+                "the binlog connection was lost (the server closed it, or sent neither events nor heartbeats "
+                f"for {self._config.mysql.stall_seconds():g}s)"
+            ) from None
         except pymysql.err.OperationalError as exc:
             raise self._classify(exc) from None
         except pymysql.err.InternalError as exc:

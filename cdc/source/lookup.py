@@ -9,7 +9,7 @@ import pymysql
 from cdc.config import Config
 from cdc.core.facts import PostInfo, TermInfo
 from cdc.core.tables import TableKind, table_name
-from cdc.errors import LookupUnavailable
+from cdc.errors import LookupUnavailable, ServerUnreachable
 from cdc.source.server import connect
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class DatabaseLookup:
                 if exc.args and exc.args[0] == 1146:  # the blog's table is gone (site deleted)
                     return None
                 raise LookupUnavailable(f"lookup query failed: {exc}") from None
-            except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+            except (pymysql.err.OperationalError, pymysql.err.InterfaceError, ServerUnreachable) as exc:
                 self.close()
                 if attempt == 2:
                     raise LookupUnavailable(f"lookup connection failed: {exc}") from None

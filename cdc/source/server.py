@@ -9,7 +9,7 @@ import pymysql
 
 from cdc.config import Config
 from cdc.core.position import BinlogPosition
-from cdc.errors import PositionGoneError, PreflightError, SourceError
+from cdc.errors import PositionGoneError, PreflightError, ServerUnreachable, SourceError
 
 # `log_bin=ON` in my.cnf is taken as the base name: MariaDB would write ON.000001, ON.000002, …
 LOG_BIN_FIX = (
@@ -18,10 +18,23 @@ LOG_BIN_FIX = (
 )
 
 
+def open_connection(**settings: Any) -> pymysql.connections.Connection:
+    """pymysql.connect with the handshake bounded by connect_timeout. PyMySQL reads the handshake
+    with read_timeout, so a server that accepts TCP but never answers (SIGSTOPped, swapping) held
+    every connect, the restart probe included, for read_timeout; queries still get read_timeout."""
+    read_timeout = settings.get("read_timeout")
+    connect_timeout = settings.get("connect_timeout")
+    if not read_timeout or not connect_timeout or connect_timeout >= read_timeout:
+        return pymysql.connect(**settings)
+    conn = pymysql.connect(**{**settings, "read_timeout": connect_timeout})
+    conn._read_timeout = read_timeout  # PyMySQL applies it before the next read
+    return conn
+
+
 def connect(config: Config, database: str | None = None) -> pymysql.connections.Connection:
     m = config.mysql
     try:
-        return pymysql.connect(
+        return open_connection(
             host=m.host,
             port=m.port,
             user=m.user,
@@ -46,7 +59,7 @@ def connect(config: Config, database: str | None = None) -> pymysql.connections.
                 f"database {database!r} does not exist on {m.host}:{m.port}",
                 "set wordpress.database to the schema that holds the WordPress tables",
             ) from None
-        raise PreflightError(
+        raise ServerUnreachable(
             f"cannot connect to MySQL at {m.host}:{m.port}: {message}",
             "check mysql.host and mysql.port, and that the server is up and reachable",
         ) from None

@@ -83,6 +83,7 @@ class Record:
     headers: dict[str, str]
     partition: int
     offset: int
+    raw: bytes = b""  # the message value as the broker holds it
 
 
 class Streamer:
@@ -243,7 +244,7 @@ class Site:
                         out.append(
                             Record(
                                 m.key.decode(), orjson.loads(m.value), {k: v.decode() for k, v in m.headers},
-                                m.partition, m.offset,
+                                m.partition, m.offset, m.value,
                             )
                         )  # fmt: skip
                         last_new = time.monotonic()

@@ -4,15 +4,22 @@ import io
 import json
 import logging
 import socket
+import threading
 import time
 import urllib.request
 
+import pytest
+
+from cdc.config import parse_config
 from cdc.core.position import BinlogPosition
+from cdc.errors import SourceError
 from cdc.ops.http_server import ObservabilityServer
 from cdc.ops.logs import JsonFormatter
 from cdc.ops.metrics import Metrics
 from cdc.ops.progress import RangeProgress
 from cdc.ops.stats import RunStats
+from cdc.pipeline import supervise
+from cdc.sink.kafka import BrokerHealth, HealthLog
 
 
 def test_readiness_needs_both_connections_and_bounded_lag() -> None:
@@ -107,3 +114,82 @@ def test_metrics_server_closes_idle_connections_and_caps_them() -> None:
             assert reply.status == 200  # the slots were given back
     finally:
         server.stop()
+
+
+def test_broker_reports_drive_readiness_the_gauge_and_the_error_counter() -> None:
+    m = Metrics()
+    m.source_up = m.sink_up = True
+    m.broker_health(BrokerHealth(True, "", 0.1, 0))
+    assert m.readiness(60) == (True, "ok") and m.value("wpcdc_sink_connected") == 1
+    m.broker_health(BrokerHealth(False, "lost the connection to the broker", 2.5, 1))
+    assert m.readiness(60) == (False, "broker not reachable: lost the connection to the broker")
+    assert m.value("wpcdc_sink_connected") == 0 and m.value("wpcdc_oldest_unacked_seconds") == 2.5
+    m.broker_health(BrokerHealth(False, "lost the connection to the broker", 3.0, 1))  # same failure
+    assert m.value("wpcdc_publish_errors_total") == 1
+    m.broker_health(BrokerHealth(True, "", 0.0, 0))  # a new producer counts from 0 again
+    m.broker_health(BrokerHealth(False, "metadata request failed", 1.0, 1))
+    assert m.value("wpcdc_publish_errors_total") == 2
+
+
+def test_a_silent_source_is_not_ready_after_the_stall_limit() -> None:
+    m = Metrics()
+    m.source_up = m.sink_up = True
+    m.source_stall_seconds = 3.0
+    m.source_idle()
+    assert m.readiness(60) == (True, "ok")
+    m.last_idle_at = time.time() - 4  # the last heartbeat was 4 s ago
+    ok, reason = m.readiness(60)
+    assert not ok and "no event or heartbeat from the source for 4" in reason
+
+
+def test_broker_health_log_says_down_once_and_back_once(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[BrokerHealth] = []
+    report = HealthLog(seen.append)
+    with caplog.at_level(logging.INFO, logger="cdc.sink.kafka"):
+        for up in (True, False, False, True, True):
+            report(BrokerHealth(up, "" if up else "lost the connection to the broker", 0.0, 0))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(seen) == 5 and len(lines) == 2
+    assert lines[0].startswith("Kafka broker unreachable: lost the connection")
+    assert lines[1].startswith("Kafka broker reachable again after")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Stop(threading.Event):
+    def __init__(self, clock: _Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        self.clock.now += timeout or 0.0
+        return len(self.waits) >= 6
+
+
+def test_backoff_resets_after_a_short_healthy_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr("cdc.pipeline.time.monotonic", clock)
+    config = parse_config({"source": {"reconnect_backoff_initial_seconds": 1, "reconnect_backoff_max_seconds": 30,
+                                      "reconnect_backoff_reset_seconds": 5}})  # fmt: skip
+    m = Metrics()
+    runs = iter([0.0, 0.0, 0.0, 6.0, 0.0, 0.0])  # seconds each attempt stays connected before failing
+
+    def attempt() -> None:
+        healthy = next(runs)
+        if healthy:
+            m.source_connected_at = clock.now
+            clock.now += healthy
+        raise SourceError("the binlog connection was lost")
+
+    stop = _Stop(clock)
+    supervise(attempt, lambda exc: None, config, m, stop)
+    # 1, 2, 4 while it never got going; after 6 s connected (> 5 s) back to 1, then 2 again.
+    assert stop.waits == [1, 2, 4, 1, 2, 4]

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
+from cdc.checkpoint.facts import FactJournal
 from cdc.checkpoint.store import Checkpoint, FileCheckpointStore
+from cdc.core.changes import RowChange
+from cdc.core.facts import PostInfo, TermInfo
 from cdc.core.position import BinlogPosition
 from cdc.core.tables import TableKind, TableMatcher, WordPressTable
 from cdc.errors import CheckpointError, ConfigError
 from cdc.mapping.events import json_schemas
+from cdc.mapping.mapper import Mapper
+from cdc.mapping.state import WordPressState
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,3 +92,69 @@ def test_checked_in_schemas_match_the_models() -> None:
     for name, schema in expected.items():
         on_disk = json.loads((REPO / "schemas" / name).read_text())
         assert on_disk == json.loads(json.dumps(schema)), f"schemas/{name} is stale: run `make schemas`"
+
+
+def test_fact_journal_gives_a_restart_what_the_first_pass_knew(tmp_path: Path) -> None:
+    class Db:
+        live = True
+        posts: ClassVar[dict[tuple[int, int], PostInfo | None]] = {(1, 7): PostInfo("page", "publish")}
+
+        def post(self, blog_id: int, post_id: int) -> PostInfo | None:
+            return self.posts.get((blog_id, post_id))
+
+        def term(self, blog_id: int, term_taxonomy_id: int) -> TermInfo | None:
+            return TermInfo(3, "category", "news", "News")
+
+    cp = BinlogPosition("binlog.000001", 400)
+    first = WordPressState(Db())
+    journal = FactJournal(tmp_path / "cp.json")
+    journal.attach(first)
+    journal.rewind(cp)
+    first.set_post(1, 5, PostInfo("post", "draft"))  # seen before the checkpoint ...
+    journal.reset(cp)  # ... which is then written
+    assert first.post_fact(1, 5) == (PostInfo("post", "draft"), False)  # read after it: recorded
+    assert first.post_fact(1, 7) == (PostInfo("page", "publish"), True)  # a lookup: recorded as one
+    assert first.term_fact(1, 9) == (TermInfo(3, "category", "news", "News"), True)
+    first.set_post(1, 8, PostInfo("post", "publish"))  # set by a row after the checkpoint: not recorded
+    first.post_fact(1, 8)
+    journal.close()
+
+    Db.posts = {}  # every post deleted since, terms renamed: a lookup now knows nothing
+    again = WordPressState(Db())
+    journal = FactJournal(tmp_path / "cp.json")
+    journal.attach(again)
+    journal.rewind(cp)
+    assert again.post_fact(1, 5) == (PostInfo("post", "draft"), False)
+    assert again.post_fact(1, 7) == (PostInfo("page", "publish"), True)
+    assert again.term_fact(1, 9)[0] == TermInfo(3, "category", "news", "News")
+    assert again.post_fact(1, 8) == (None, True)  # the re-read sets it from its row before any use
+    journal.close()
+    # A journal of another checkpoint (the process died between the checkpoint and the reset) is ignored.
+    other = WordPressState(Db())
+    journal = FactJournal(tmp_path / "cp.json")
+    journal.attach(other)
+    journal.rewind(BinlogPosition("binlog.000001", 999))
+    assert other.post_fact(1, 5) == (None, True)
+    journal.close()
+
+
+def test_meta_of_an_unseen_post_names_the_looked_up_field() -> None:
+    class Db:
+        live = True
+
+        def post(self, blog_id: int, post_id: int) -> PostInfo | None:
+            return None  # deleted
+
+        def term(self, blog_id: int, term_taxonomy_id: int) -> TermInfo | None:
+            return None
+
+    change = RowChange(
+        "insert", "wp_postmeta", WordPressTable(1, TableKind.POSTMETA), None,
+        {"meta_id": 1, "post_id": 5, "meta_key": "k", "meta_value": "v"}, "binlog.000001", 400, 0, 1700000000, None,
+    )  # fmt: skip
+    (looked_up,) = Mapper(WordPressState(Db()), 1).map(change).events
+    assert looked_up["post_type"] is None and looked_up["source"]["lookups"] == ["post_type"]
+    state = WordPressState(Db())
+    state.set_post(1, 5, PostInfo("post", "draft"))
+    (from_binlog,) = Mapper(state, 1).map(change).events
+    assert from_binlog["post_type"] == "post" and "lookups" not in from_binlog["source"]
