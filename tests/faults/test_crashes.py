@@ -17,7 +17,7 @@ import pytest
 
 from tests.faults.conftest import FIGURES
 from tests.faults.test_outages import Writer, report
-from tests.integration.conftest import Site
+from tests.integration.conftest import Site, status_statement
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +120,7 @@ class Hostile:
                 return
             with self.conn.cursor() as cur:
                 cur.execute("FLUSH BINARY LOGS")
-                cur.execute("SHOW MASTER STATUS")
+                cur.execute(status_statement(self.site.stack.kind))
                 new = cur.fetchone()[0]
                 time.sleep(1.5)  # heartbeats: wpcdc sees the rotation
                 deadline = time.monotonic() + 10

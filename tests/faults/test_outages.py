@@ -269,9 +269,9 @@ def test_short_broker_outage_is_seen_within_seconds_and_recovery_starts_when_it_
 
 
 def test_frozen_source_is_detected_from_missing_heartbeats(stack: Stack, tmp_path: Path) -> None:
-    """SIGSTOP the MariaDB: TCP stays up, nothing arrives. Heartbeats (1 s) stop, so the stream is
+    """SIGSTOP the source server: TCP stays up, nothing arrives. Heartbeats (1 s) stop, so the stream is
     dead after mysql.stall_heartbeats (3) periods, not after read_timeout_seconds (30)."""
-    own = MariaDB(tmp_path / "frozen-mariadb", server_id=203).start()
+    own = stack.new_server(tmp_path / f"frozen-{stack.kind}", server_id=203).start()
     assert own.proc is not None
     try:
         site = Site(Stack(own, stack.broker, tmp_path), tmp_path)
