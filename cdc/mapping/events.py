@@ -42,6 +42,11 @@ class Source(_Model):
     file: str
     pos: int = Field(description="start position of the rows event")
     row: int = Field(description="index of the row within the rows event")
+    event: int | None = Field(
+        None,
+        description="only for a compressed MySQL transaction (binlog_transaction_compression): pos is the "
+        "transaction payload's position and this the rows event's 0-based ordinal among the payload's inner events",
+    )
     table: str
     gtid: str | None = Field(None, description="GTID of the transaction, when the server has one")
 

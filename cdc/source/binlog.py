@@ -14,6 +14,7 @@ from typing import Any
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.constants import FIELD_TYPE
 from pymysqlreplication.event import (
     GtidEvent,
     HeartbeatLogEvent,
@@ -36,14 +37,15 @@ from cdc.core.changes import Idle, RowChange, SourceItem, TransactionEnd, Undeco
 from cdc.core.position import BinlogPosition
 from cdc.core.tables import TableMatcher
 from cdc.errors import PositionGoneError, SourceError
-from cdc.source import fast_decoding
+from cdc.source import fast_decoding, mysql_events
+from cdc.source.mysql_events import PayloadError, TransactionPayloadEvent
 
 log = logging.getLogger(__name__)
 
-# Event types whose rows the library cannot decode and would silently skip: MySQL's
-# TRANSACTION_PAYLOAD_EVENT (binlog_transaction_compression) and MariaDB's compressed rows events
-# (log_bin_compress). Seeing one means rows are being lost, so the source stops.
-_UNDECODABLE_EVENT_TYPES = {40, 165, 166, 167, 168, 169, 170, 171}
+# Event types whose rows the library cannot decode and would silently skip: MariaDB's compressed
+# rows events (log_bin_compress). Seeing one means rows are being lost, so the source stops.
+# (MySQL's TRANSACTION_PAYLOAD_EVENT, type 40, is decoded: see mysql_events.)
+_UNDECODABLE_EVENT_TYPES = {165, 166, 167, 168, 169, 170, 171}
 _MARIADB_GTID_STANDALONE = 0x01
 
 
@@ -137,6 +139,7 @@ class BinlogSource:
                 PartialUpdateRowsEvent,
                 # The library drops events whose class is not listed, the table maps included.
                 *fast_decoding.EVENT_CLASSES,
+                *mysql_events.EVENT_CLASSES,
                 XidEvent,
                 QueryEvent,
                 GtidEvent,
@@ -200,7 +203,7 @@ class BinlogSource:
         stop_at = self._stop_at
         match = self._tables.match
 
-        for ev in reader:
+        for ev in _unpack_payloads(reader):
             if isinstance(ev, RotateEvent):
                 file = ev.next_binlog
                 continue
@@ -242,25 +245,20 @@ class BinlogSource:
             if isinstance(ev, NotImplementedEvent):
                 if ev.event_type in _UNDECODABLE_EVENT_TYPES:
                     raise SourceError(
-                        f"binlog event type {ev.event_type} at {file}:{ev.packet.log_pos - ev.event_size} "
+                        f"binlog event type {ev.event_type} at {file}:{_start(ev)} "
                         "holds compressed rows that cannot be decoded",
-                        "turn off binlog_transaction_compression (MySQL) or log_bin_compress (MariaDB)",
+                        "turn off log_bin_compress (MariaDB)",
                         fatal=True,
                     )
                 continue
-            if isinstance(ev, PartialUpdateRowsEvent):
-                raise SourceError(
-                    f"partial JSON update at {file}:{ev.packet.log_pos - ev.event_size} has no full after image",
-                    "SET GLOBAL binlog_row_value_options='' (MySQL) and restart wpcdc from a checkpoint after it",
-                    fatal=True,
-                )
             # A rows event.
             if in_txn is None:
                 self._mid_transaction()
             wp = match(ev.table)
             if wp is None:
                 continue
-            pos = ev.packet.log_pos - ev.event_size
+            pos = _start(ev)
+            inner = getattr(ev, "payload_index", None)
             ts = ev.timestamp
             op = (
                 "update"
@@ -270,22 +268,24 @@ class BinlogSource:
                 else "delete"
             )
             try:
+                if isinstance(ev, PartialUpdateRowsEvent):
+                    _refuse_partial_json(ev)
                 rows = ev.rows
             except Exception as exc:  # undecodable row images: dead-letter them, do not crash-loop here
                 raw = bytes(ev.packet.packet.get_all_data())
-                yield UndecodableRows(op, ev.table, wp, file, pos, ts, gtid, f"{type(exc).__name__}: {exc}", raw)
+                yield UndecodableRows(op, ev.table, wp, file, pos, ts, gtid, f"{type(exc).__name__}: {exc}", raw, inner)
                 continue
             if op == "update":
                 for i, r in enumerate(rows):
                     yield RowChange(
-                        "update", ev.table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid
+                        "update", ev.table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid, inner
                     )
             elif op == "insert":
                 for i, r in enumerate(rows):
-                    yield RowChange("insert", ev.table, wp, None, r["values"], file, pos, i, ts, gtid)
+                    yield RowChange("insert", ev.table, wp, None, r["values"], file, pos, i, ts, gtid, inner)
             else:
                 for i, r in enumerate(rows):
-                    yield RowChange("delete", ev.table, wp, r["values"], None, file, pos, i, ts, gtid)
+                    yield RowChange("delete", ev.table, wp, r["values"], None, file, pos, i, ts, gtid, inner)
 
     def _mid_transaction(self) -> None:
         raise SourceError(
@@ -294,6 +294,53 @@ class BinlogSource:
             "GTID/BEGIN event as shown by `mysqlbinlog`",
             fatal=True,
         )
+
+
+class PartialJsonImage(Exception):
+    pass
+
+
+def _refuse_partial_json(ev: PartialUpdateRowsEvent) -> None:
+    """binlog_row_value_options=PARTIAL_JSON (settable per session) turns every UPDATE into a
+    PARTIAL_UPDATE_ROWS event. Only JSON columns get partial (diff) after images; other columns are
+    full, so tables without JSON columns (every WordPress core table) decode exactly. For a table
+    with a JSON column the library returns the diff, or None for an unchanged column: a wrong after
+    image. Such events are dead-lettered (with their raw bytes), never emitted as updates."""
+    json_columns = [c.name for c in ev.columns if c.type == FIELD_TYPE.JSON]
+    if json_columns:
+        raise PartialJsonImage(
+            f"partial JSON after image (binlog_row_value_options=PARTIAL_JSON) of {ev.schema}.{ev.table}, "
+            f"JSON column(s) {', '.join(map(str, json_columns))}; SET GLOBAL binlog_row_value_options='' "
+            "on the source (and in the sessions that set it) so updates are logged with full images"
+        )
+
+
+def _start(ev: Any) -> int:
+    """The one place that computes an event's position. An event inside a compressed transaction
+    has no position of its own: it is identified by its payload's position (and `payload_index`)."""
+    payload = getattr(ev, "payload", None)
+    if payload is not None:
+        ev = payload
+    return int(ev.packet.log_pos - ev.event_size)
+
+
+def _unpack_payloads(reader: BinLogStreamReader) -> Iterator[Any]:
+    """The reader's events, each compressed transaction replaced by its inner events, streamed."""
+    for ev in reader:
+        if not isinstance(ev, TransactionPayloadEvent):
+            yield ev
+            continue
+        try:
+            yield from ev.events()
+        except PayloadError as exc:
+            at = f"{reader.log_file}:{_start(ev)}"
+            raise SourceError(
+                f"the compressed transaction at {at} cannot be read: {exc}",
+                f"check it with `mysqlbinlog --start-position={_start(ev)} {reader.log_file}`; if the server "
+                "wrote it correctly this is a wpcdc bug (please report it with that output); to go on without "
+                f"this transaction, `wpcdc checkpoint set {reader.log_file}:{ev.packet.log_pos}`",
+                fatal=True,
+            ) from None
 
 
 def _boundary(file: str, ev: Any, gtid: str | None) -> TransactionEnd:
