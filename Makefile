@@ -1,12 +1,12 @@
 # `make test` is what CI runs (.ci/run calls it). It creates .venv, installs the package with its
-# test extras, makes sure MariaDB, PHP and WordPress are installed, and runs the whole suite
+# test extras, makes sure MariaDB, MySQL, PHP and WordPress are installed, and runs the whole suite
 # (unit, integration, faults, and e2e against a real WordPress).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test unit lint bench bench-snapshot demo venv mariadb wordpress schemas clean
+.PHONY: test unit lint bench bench-snapshot demo venv mariadb mysql wordpress schemas clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,12 @@ mariadb:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null; \
 	  else echo "error: install MariaDB >= 10.5 server binaries (mariadbd, mariadb-install-db) and rerun" >&2; exit 1; fi; }
 
+# The integration, fault and e2e suites also run against a real Oracle MySQL. Debian 12 packages none,
+# so this fetches Debian sid's mysql-server-core once into ~/.cache/wpcdc/mysql-<version> (private apt
+# config, dpkg-deb -x; see cdc/dev/mysql.py) and prints its version. No MySQL is an error, not a skip.
+mysql: venv
+	@$(PY) -m cdc.dev.mysql
+
 # The e2e suite drives a real WordPress (Debian's package) from the PHP CLI; install it when missing.
 wordpress:
 	@{ command -v php >/dev/null 2>&1 && php -m 2>/dev/null | grep -qx mysqli && test -f /usr/share/wordpress/wp-settings.php; } || { \
@@ -37,7 +43,7 @@ lint: venv
 	$(VENV)/bin/ruff check cdc tests bench examples
 	$(VENV)/bin/ruff format --check cdc tests bench examples
 
-test: venv mariadb wordpress lint
+test: venv mariadb mysql wordpress lint
 	$(PY) -m pytest -q
 
 unit: venv
@@ -46,7 +52,7 @@ unit: venv
 schemas: venv
 	$(VENV)/bin/wpcdc schemas export --out schemas
 
-bench: venv mariadb
+bench: venv mariadb mysql
 	$(PY) bench/bench.py
 
 bench-snapshot: venv mariadb

@@ -99,6 +99,7 @@ class MariaDB:
     extra_args: list[str] = field(default_factory=list)
     tls_dir: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    kind: str = "mariadb"  # cdc.dev.mysql.MySQL has "mysql": tests branch on it for server-only facts
 
     @property
     def datadir(self) -> Path:
@@ -107,6 +108,16 @@ class MariaDB:
     @property
     def log(self) -> Path:
         return self.base / "mariadb.err"
+
+    @property
+    def socket(self) -> Path:
+        return self.base / "mysqld.sock"
+
+    @property
+    def version(self) -> str:
+        with self.root() as conn, conn.cursor() as cur:
+            cur.execute("SELECT VERSION()")
+            return str(cur.fetchone()[0])
 
     def start(self) -> MariaDB:
         mariadbd, install = mariadb_binaries()
