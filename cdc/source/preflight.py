@@ -35,11 +35,6 @@ _REQUIRED_VARIABLES = [
 _FORBIDDEN_VARIABLES = [
     ("log_bin_compress", "ON", "SET GLOBAL log_bin_compress=OFF: compressed rows events cannot be decoded"),
     (
-        "binlog_transaction_compression",
-        "ON",
-        "SET GLOBAL binlog_transaction_compression=OFF: compressed transactions cannot be decoded",
-    ),
-    (
         "binlog_row_value_options",
         "PARTIAL_JSON",
         "SET GLOBAL binlog_row_value_options='': partial JSON updates have no full after image",

@@ -133,10 +133,7 @@ class Site:
         self.config_path.write_text(yaml.safe_dump(self.config))
 
     def position(self) -> str:
-        with self.conn.cursor() as cur:
-            cur.execute("SHOW MASTER STATUS")
-            file, pos = cur.fetchone()[:2]
-        return f"{file}:{pos}"
+        return self.stack.db.binlog_end()  # SHOW MASTER STATUS is gone since MySQL 8.4
 
     def sql(self, *statements: str, args: Any = None) -> None:
         """Each statement is its own autocommit transaction, as WordPress runs them."""
