@@ -65,7 +65,8 @@ WORKLOAD: list[tuple[str, list[str], bool]] = [
     (
         "tagged",
         [
-            "INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES (1, 'layout', 'a:1:{s:1:\"w\";s:4:\"wide\";}')",
+            "INSERT INTO wp_postmeta (post_id, meta_key, meta_value)"
+            " VALUES (1, 'layout', 'a:1:{s:1:\"w\";s:4:\"wide\";}')",
             "INSERT INTO wp_term_relationships (object_id, term_taxonomy_id) VALUES (1, 1)",
             "UPDATE wp_posts SET post_status = 'publish', post_date_gmt = '2026-11-22 09:00:00' WHERE ID = 1",
         ],
@@ -323,14 +324,16 @@ print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 
 def test_one_huge_compressed_transaction_streams_in_bounded_memory(mysql_stack: Stack, tmp_path: Path) -> None:
     site = Site(mysql_stack, tmp_path)
-    conn = _session(site, "SET SESSION binlog_transaction_compression = ON", "SET SESSION cte_max_recursion_depth = 200000")
+    conn = _session(
+        site, "SET SESSION binlog_transaction_compression = ON", "SET SESSION cte_max_recursion_depth = 200000"
+    )
     rows_n = 100_000
     try:
         with conn.cursor() as cur:
             cur.execute(
                 "INSERT INTO wp_posts (post_title, post_status, post_type, post_content, post_excerpt, to_ping, pinged,"
-                " post_content_filtered) SELECT CONCAT('Bulk ', n), 'publish', 'post', REPEAT(SHA2(n, 256), 16), '', '', '',"
-                f" '' FROM (WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows_n})"
+                " post_content_filtered) SELECT CONCAT('Bulk ', n), 'publish', 'post', REPEAT(SHA2(n, 256), 16),"
+                f" '', '', '', '' FROM (WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows_n})"
                 " SELECT n FROM s) AS t"
             )
             cur.execute(f"SHOW BINLOG EVENTS IN '{site.start.split(':')[0]}' FROM {site.start.split(':')[1]}")
@@ -351,4 +354,3 @@ def test_one_huge_compressed_transaction_streams_in_bounded_memory(mysql_stack: 
     assert count == rows_n
     # Materialising the decompressed payload (or its row changes) alone would exceed this.
     assert rss_mib < uncompressed_mib
-
