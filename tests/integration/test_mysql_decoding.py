@@ -333,8 +333,8 @@ def test_one_huge_compressed_transaction_streams_in_bounded_memory(mysql_stack: 
             cur.execute(
                 "INSERT INTO wp_posts (post_title, post_status, post_type, post_content, post_excerpt, to_ping, pinged,"
                 " post_content_filtered) SELECT CONCAT('Bulk ', n), 'publish', 'post', REPEAT(SHA2(n, 256), 16),"
-                f" '', '', '', '' FROM (WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows_n})"
-                " SELECT n FROM s) AS t"
+                " '', '', '', '' FROM (WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s"
+                f" WHERE n < {rows_n}) SELECT n FROM s) AS t"
             )
             cur.execute(f"SHOW BINLOG EVENTS IN '{site.start.split(':')[0]}' FROM {site.start.split(':')[1]}")
             info = next(r[5] for r in cur.fetchall() if r[2] == "Transaction_payload")
