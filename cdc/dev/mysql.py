@@ -241,6 +241,9 @@ class MySQL:
             "--innodb-buffer-pool-size=64M", "--innodb-redo-log-capacity=64M", "--innodb-log-buffer-size=8M",
             "--performance-schema=OFF", "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2",
             "--sync-binlog=0", "--max-connections=200", "--temptable-max-ram=64M",
+            # What WordPress's wpdb leaves of MySQL's default sql_mode on every connection (it drops
+            # NO_ZERO_DATE, STRICT_*, ONLY_FULL_GROUP_BY): WordPress's schema has zero-date defaults.
+            "--sql-mode=NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION",
             *self.extra_args,
         ]  # fmt: skip
         if self.tls_dir is not None:

@@ -207,13 +207,18 @@ def _decoder(column: Any, unsigned: bool) -> tuple[Decoder, Spec] | None:
 
 
 class _Plan:
-    __slots__ = ("columns", "full_bitmap", "no_nulls", "no_nulls_padded", "null_bytes", "straight")
+    __slots__ = (
+        "columns", "full_bitmap", "full_bitmap_padded", "no_nulls", "no_nulls_padded", "null_bytes", "straight",
+    )  # fmt: skip
 
     def __init__(self, columns: list[tuple[str, Decoder]], specs: list[Spec]) -> None:
         n = len(columns)
         self.columns = columns
         self.null_bytes = (n + 7) // 8
         self.full_bitmap = ((1 << n) - 1).to_bytes(self.null_bytes, "little") if n else b""
+        # MySQL sets the columns bitmap's unused high bits, MariaDB does not (42 columns: MySQL sends
+        # ff..ff, MariaDB ff..03); the null bitmap the library reads is the same size either way.
+        self.full_bitmap_padded = b"\xff" * self.null_bytes
         # A row without NULLs: the servers set the bitmap's unused high bits (seen: 0xf0 for 4 columns).
         self.no_nulls = bytes(self.null_bytes)
         self.no_nulls_padded = (((1 << (8 * self.null_bytes)) - 1) ^ ((1 << n) - 1)).to_bytes(self.null_bytes, "little")
@@ -312,7 +317,7 @@ class _FastRows:
         wrapper = self.packet  # type: ignore[attr-defined]
         if (
             plan is None
-            or cols_bitmap != plan.full_bitmap
+            or (cols_bitmap != plan.full_bitmap and cols_bitmap != plan.full_bitmap_padded)
             or wrapper._BinLogPacketWrapper__data_buffer  # bytes pushed back by the library
         ):
             return super()._read_column_data(cols_bitmap, row_image_type)  # type: ignore[misc]

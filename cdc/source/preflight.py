@@ -3,6 +3,7 @@ and the fix; `wpcdc check` prints them all, `run` refuses to start on any failur
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from cdc.config import Config
@@ -37,17 +38,23 @@ _FORBIDDEN_VARIABLES = [
     (
         "binlog_row_value_options",
         "PARTIAL_JSON",
-        "SET GLOBAL binlog_row_value_options='': partial JSON updates have no full after image",
+        "SET PERSIST binlog_row_value_options='' (MySQL; or put binlog_row_value_options='' in my.cnf): "
+        "partial JSON updates have no full after image",
     ),
 ]
+
+
+_WRITE_PRIVILEGES = ("INSERT", "UPDATE", "DELETE", "DROP", "ALTER", "SUPER")
 
 
 def check_server(config: Config, server: Server) -> list[Finding]:
     out: list[Finding] = []
     names = [v for v, _, _ in _REQUIRED_VARIABLES] + [v for v, _, _ in _FORBIDDEN_VARIABLES]
-    names += ["server_id", "log_slave_updates", "log_replica_updates", "read_only"]
+    names += ["server_id", "log_slave_updates", "log_replica_updates", "read_only", "gtid_mode"]
+    names += ["binlog_expire_logs_seconds", "expire_logs_days", "binlog_expire_logs_auto_purge"]
     values = server.variables(*names)
     version = server.version()
+    mariadb = "mariadb" in version.lower()
     out.append(Finding(True, "server", version))
 
     for var, required, fix in _REQUIRED_VARIABLES:
@@ -73,30 +80,84 @@ def check_server(config: Config, server: Server) -> list[Finding]:
         )
     )
     if values.get("read_only", "OFF").upper() == "ON":
-        replica_updates = values.get("log_slave_updates", values.get("log_replica_updates", "OFF"))
+        # MySQL 8.0.26 renamed log_slave_updates to log_replica_updates; MariaDB kept the old name.
+        var = "log_replica_updates" if "log_replica_updates" in values else "log_slave_updates"
+        replica_updates = values.get(var, "OFF")
         out.append(
             Finding(
                 replica_updates.upper() == "ON",
-                "log_slave_updates",
-                f"the source is read-only (a replica?) and log_slave_updates={replica_updates}",
-                "set log_slave_updates=ON (log_replica_updates on MySQL) or the replica's binlog lacks "
-                "the replicated changes",
+                var,
+                f"the source is read-only (a replica?) and {var}={replica_updates}",
+                f"put {var}=ON in the replica's my.cnf and restart it, or its binlog lacks the replicated changes",
                 warning=True,
             )
         )
+    out.append(_check_gtid_mode(values, mariadb))
+    out.append(_check_retention(values))
 
     out.append(_check_privileges(server))
     out.append(_check_tables(config, server))
     return out
 
 
+def _check_gtid_mode(values: dict[str, str], mariadb: bool) -> Finding:
+    """GTIDs are not needed to stream (positions are FILE:POS) but fill each event's source.gtid."""
+    if mariadb:
+        return Finding(True, "gtid_mode", "MariaDB writes a GTID for every transaction")
+    mode = values.get("gtid_mode", "OFF")
+    return Finding(
+        mode.upper() == "ON",
+        "gtid_mode",
+        f"gtid_mode={mode}" + ("" if mode.upper() == "ON" else ": events carry no source.gtid"),
+        "turn GTIDs on (enforce_gtid_consistency=ON, then gtid_mode OFF_PERMISSIVE, ON_PERMISSIVE, ON with "
+        "SET PERSIST) to get source.gtid on every event",
+        warning=True,
+    )
+
+
+_MIN_RETENTION_SECONDS = 24 * 3600
+
+
+def _check_retention(values: dict[str, str]) -> Finding:
+    """How long the server keeps binlogs is how long wpcdc may be down without losing its place.
+    binlog_expire_logs_seconds: MySQL >= 8.0, MariaDB >= 10.6; expire_logs_days before (0 = never)."""
+    fix = (
+        "SET PERSIST binlog_expire_logs_seconds=604800 (MySQL; SET GLOBAL and my.cnf on MariaDB) or longer "
+        "than wpcdc could be down"
+    )
+    if values.get("binlog_expire_logs_auto_purge", "ON").upper() == "OFF":  # MySQL >= 8.0.29
+        return Finding(True, "binlog_expire_logs_seconds", "binlog_expire_logs_auto_purge=OFF: never expired")
+    seconds = _number(values.get("binlog_expire_logs_seconds"))
+    var = "binlog_expire_logs_seconds"
+    if not seconds:
+        seconds = _number(values.get("expire_logs_days")) * 86400
+        var = "expire_logs_days" if seconds else var
+    if not seconds:
+        return Finding(True, "binlog_expire_logs_seconds", "binlogs are never expired (purged by hand only)")
+    detail = f"{var}={values.get(var)} (binlogs kept {seconds / 3600:g} h)"
+    if seconds < _MIN_RETENTION_SECONDS:
+        return Finding(False, "binlog_expire_logs_seconds", detail + ": less than a day", fix, warning=True)
+    return Finding(True, "binlog_expire_logs_seconds", detail)
+
+
+def _number(value: str | None) -> float:
+    try:
+        return float(value or 0)
+    except ValueError:
+        return 0.0
+
+
 def _check_privileges(server: Server) -> Finding:
-    grants = " ".join(server.grants()).upper()
-    if "ALL PRIVILEGES ON *.*" in grants:
+    rows = [g.upper() for g in server.grants()]
+    grants = " ".join(rows)
+    # MySQL lists ALL PRIVILEGES ON *.* as the privileges themselves: look for global write rights too.
+    writes = [p for p in _WRITE_PRIVILEGES if any(re.search(rf"(^|[ ,]){p}(?=[ ,]).* ON \*\.\* ", g) for g in rows)]
+    if "ALL PRIVILEGES ON *.*" in grants or writes:
         return Finding(
             False,
             "privileges",
-            "ALL PRIVILEGES: more than wpcdc needs",
+            f"{'ALL PRIVILEGES' if 'ALL PRIVILEGES ON *.*' in grants else ', '.join(writes) + ' ON *.*'}: "
+            "more than wpcdc needs",
             "grant only REPLICATION SLAVE, REPLICATION CLIENT ON *.* and SELECT on the WordPress schema",
             warning=True,
         )

@@ -48,10 +48,22 @@ def connect(config: Config, database: str | None = None) -> pymysql.connections.
         ) from None
 
 
+def binlog_status_statement(version: str) -> str:
+    """The statement that names the binlog end for a server's `SELECT VERSION()`: MySQL 8.2 added
+    SHOW BINARY LOG STATUS and 8.4 removed SHOW MASTER STATUS; MariaDB keeps SHOW MASTER STATUS."""
+    if "mariadb" in version.lower():
+        return "SHOW MASTER STATUS"
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if m and (int(m.group(1)), int(m.group(2))) >= (8, 2):
+        return "SHOW BINARY LOG STATUS"
+    return "SHOW MASTER STATUS"
+
+
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.conn = connect(config)
+        self._version: str | None = None
 
     def close(self) -> None:
         self.conn.close()
@@ -81,7 +93,9 @@ class Server:
         return {str(k).lower(): str(v) for k, v in rows}
 
     def version(self) -> str:
-        return str(self.query("SELECT VERSION()")[0][0])
+        if self._version is None:
+            self._version = str(self.query("SELECT VERSION()")[0][0])
+        return self._version
 
     def is_mariadb(self) -> bool:
         return "mariadb" in self.version().lower()
@@ -101,10 +115,7 @@ class Server:
             raise
 
     def current_position(self) -> BinlogPosition:
-        try:
-            rows = self.query("SHOW BINARY LOG STATUS")  # MySQL 8.4 removed SHOW MASTER STATUS
-        except pymysql.err.ProgrammingError:
-            rows = self.query("SHOW MASTER STATUS")
+        rows = self.query(binlog_status_statement(self.version()))
         if not rows:
             raise PreflightError("binary logging is off on the source (log_bin=OFF)", "start the server with log_bin")
         return BinlogPosition(str(rows[0][0]), int(rows[0][1]))

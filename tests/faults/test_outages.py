@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cdc.dev.stack import MariaDB, Tansu, create_topics
+from cdc.dev.stack import Tansu, create_topics
 from tests.faults.conftest import FIGURES
 from tests.integration.conftest import Site, Stack
 
@@ -83,7 +83,7 @@ def report(name: str, written: int, records: list, recovery: float) -> tuple[int
 
 
 def test_source_server_restart_loses_nothing(stack: Stack, tmp_path: Path) -> None:
-    own = MariaDB(tmp_path / "restarting-mariadb", server_id=202).start()
+    own = stack.new_server(tmp_path / f"restarting-{stack.kind}", server_id=202).start()
     try:
         site = Site(Stack(own, stack.broker, tmp_path), tmp_path)
         site.set_checkpoint()

@@ -1,5 +1,6 @@
-"""A real MariaDB (binlog ROW/FULL/FULL) and a real Kafka-protocol broker (Tansu), started once per
-session on free ports and stopped by PID; each test gets its own schema, topics and checkpoint."""
+"""A real server (MariaDB, then Oracle MySQL: see tests/conftest.py; binlog ROW/FULL/FULL) and a real
+Kafka-protocol broker (Tansu), started once per session on free ports and stopped by PID; each test gets
+its own schema, topics and checkpoint."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from cdc.dev.mysql import MySQL
 from cdc.dev.stack import (
     MYSQL_PASSWORD,
     MYSQL_USER,
@@ -45,11 +47,32 @@ def assert_schema_valid(value: dict[str, Any]) -> None:
     assert not errors, f"{kind} does not match schemas/{kind}.json: {errors[0].message}"
 
 
+Server = MariaDB | MySQL
+
+
+def new_server(kind: str, base: Path, **kwargs: Any) -> Server:
+    """A server of this kind ("mariadb" or "mysql"), not started."""
+    return MySQL(base, **kwargs) if kind == "mysql" else MariaDB(base, **kwargs)
+
+
+def status_statement(kind: str) -> str:
+    """The binlog end: MySQL 8.4 removed SHOW MASTER STATUS (SHOW BINARY LOG STATUS exists since 8.2)."""
+    return "SHOW BINARY LOG STATUS" if kind == "mysql" else "SHOW MASTER STATUS"
+
+
 @dataclass
 class Stack:
-    db: MariaDB
+    db: Server
     broker: Tansu
     base: Path
+
+    @property
+    def kind(self) -> str:
+        return self.db.kind
+
+    def new_server(self, base: Path, **kwargs: Any) -> Server:
+        """Another server of the same kind as the session's, not started (for tests that restart one)."""
+        return new_server(self.kind, base, **kwargs)
 
 
 @dataclass
@@ -133,7 +156,10 @@ class Site:
         self.config_path.write_text(yaml.safe_dump(self.config))
 
     def position(self) -> str:
-        return self.stack.db.binlog_end()  # SHOW MASTER STATUS is gone since MySQL 8.4
+        with self.conn.cursor() as cur:
+            cur.execute(status_statement(self.stack.kind))
+            file, pos = cur.fetchone()[:2]
+        return f"{file}:{pos}"
 
     def sql(self, *statements: str, args: Any = None) -> None:
         """Each statement is its own autocommit transaction, as WordPress runs them."""

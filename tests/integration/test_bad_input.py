@@ -50,7 +50,9 @@ def test_excess_privileges_are_a_warning_not_a_failure(site: Site) -> None:
     site.write_config()
     result = site.cli("check", env={"WPCDC_MYSQL_PASSWORD": "all-secret"})
     assert result.returncode == 0, result.stdout
-    assert "warning  privileges: ALL PRIVILEGES: more than wpcdc needs" in result.stdout
+    # MariaDB shows ALL PRIVILEGES; MySQL lists the privileges one by one.
+    held = "ALL PRIVILEGES" if site.stack.kind == "mariadb" else "INSERT, UPDATE, DELETE, DROP, ALTER, SUPER ON *.*"
+    assert f"warning  privileges: {held}: more than wpcdc needs" in result.stdout
 
 
 def test_server_id_clash_with_the_source(site: Site) -> None:
