@@ -18,24 +18,25 @@ import pytest
 from cdc.config import parse_config
 from cdc.core.changes import RowChange, TransactionEnd, UndecodableRows
 from cdc.core.position import BinlogPosition
-from cdc.dev.mysql import MySQL
-from cdc.dev.stack import MYSQL_PASSWORD
+from cdc.dev.stack import MYSQL_PASSWORD, Tansu
 from cdc.source.binlog import BinlogSource
 from cdc.source.server import GtidSet
-from tests.integration.conftest import Record, Site, Stack
+from tests.integration.conftest import Record, Site, Stack, new_server
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="session")
-def mysql_stack(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A real MySQL beside the session's MariaDB, sharing its broker. WordPress runs its sessions
-    without NO_ZERO_DATE/STRICT (its schema has zero-date defaults), so the server does too."""
-    base = tmp_path_factory.mktemp("mysql")
-    db = MySQL(base / "mysql", extra_args=["--sql-mode=NO_ENGINE_SUBSTITUTION"]).start()
-    print(f"MySQL server for the decoding tests: {db.version}")
+# These tests are about what only Oracle MySQL writes: they take the session's MySQL leg of the
+# `stack` fixture (tests/conftest.py) only, and the MySQL-vs-MariaDB test adds a MariaDB beside it.
+mysql_only = pytest.mark.parametrize("stack", ["mysql"], indirect=True)
+
+
+@pytest.fixture(scope="module")
+def mariadb_beside(broker: Tansu, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("mariadb-beside")
+    db = new_server("mariadb", base / "mariadb").start()
     try:
-        yield Stack(db, stack.broker, base)  # type: ignore[arg-type]
+        yield Stack(db, broker, base)
     finally:
         db.stop()
 
@@ -169,12 +170,13 @@ def stream(site: Site, expect: int) -> list[Record]:
     return records
 
 
+@mysql_only
 def test_compressed_transactions_decode_exactly_like_uncompressed_ones(
-    mysql_stack: Stack, tmp_path_factory: pytest.TempPathFactory
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    plain = Site(mysql_stack, tmp_path_factory.mktemp("plain"))
+    plain = Site(stack, tmp_path_factory.mktemp("plain"))
     run_workload(plain, {name: () for name in MYSQL_SESSIONS})
-    compressed = Site(mysql_stack, tmp_path_factory.mktemp("compressed"))
+    compressed = Site(stack, tmp_path_factory.mktemp("compressed"))
     run_workload(compressed, {name: ("SET SESSION binlog_transaction_compression = ON",) for name in MYSQL_SESSIONS})
 
     with compressed.conn.cursor() as cur:  # the server really compressed them
@@ -226,8 +228,9 @@ def _rows_before(items: list[Any], end: TransactionEnd) -> int:
     raise AssertionError("end not in items")
 
 
-def test_tagged_gtids_are_on_every_row_and_parse_in_gtid_sets(mysql_stack: Stack, tmp_path: Path) -> None:
-    site = Site(mysql_stack, tmp_path)
+@mysql_only
+def test_tagged_gtids_are_on_every_row_and_parse_in_gtid_sets(stack: Stack, tmp_path: Path) -> None:
+    site = Site(stack, tmp_path)
     with site.conn.cursor() as cur:
         cur.execute("SELECT @@server_uuid, @@global.gtid_executed")
         uuid, before_text = cur.fetchone()
@@ -257,12 +260,13 @@ def test_tagged_gtids_are_on_every_row_and_parse_in_gtid_sets(mysql_stack: Stack
     assert delete.gtid is not None and delete.gtid.startswith(f"{uuid}:wpcdc_tag:")
 
 
+@mysql_only
 def test_mixed_workload_yields_the_same_events_on_mysql_and_mariadb(
-    stack: Stack, mysql_stack: Stack, tmp_path_factory: pytest.TempPathFactory
+    stack: Stack, mariadb_beside: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    mariadb = Site(stack, tmp_path_factory.mktemp("mariadb"))
+    mariadb = Site(mariadb_beside, tmp_path_factory.mktemp("mariadb"))
     run_workload(mariadb, {name: () for name in MYSQL_SESSIONS})
-    mysql = Site(mysql_stack, tmp_path_factory.mktemp("mysql"))
+    mysql = Site(stack, tmp_path_factory.mktemp("mysql"))
     run_workload(mysql, MYSQL_SESSIONS)  # some sessions compressed, some tagged, some both, some plain
 
     n = WORKLOAD_EVENTS
@@ -276,10 +280,11 @@ def test_mixed_workload_yields_the_same_events_on_mysql_and_mariadb(
     assert tags == {"wpcdc_tag", "bulk"}
 
 
+@mysql_only
 def test_partial_json_updates_decode_without_json_columns_and_dead_letter_with_them(
-    mysql_stack: Stack, tmp_path: Path
+    stack: Stack, tmp_path: Path
 ) -> None:
-    site = Site(mysql_stack, tmp_path)
+    site = Site(stack, tmp_path)
     site.sql("ALTER TABLE wp_postmeta ADD COLUMN doc JSON NULL")  # a plugin's column
     site.start = site.position()
     pid = site.insert_post("Partial")
@@ -322,8 +327,9 @@ print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 
 
-def test_one_huge_compressed_transaction_streams_in_bounded_memory(mysql_stack: Stack, tmp_path: Path) -> None:
-    site = Site(mysql_stack, tmp_path)
+@mysql_only
+def test_one_huge_compressed_transaction_streams_in_bounded_memory(stack: Stack, tmp_path: Path) -> None:
+    site = Site(stack, tmp_path)
     conn = _session(
         site, "SET SESSION binlog_transaction_compression = ON", "SET SESSION cte_max_recursion_depth = 200000"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import zstandard
@@ -85,7 +85,7 @@ def _inner_event(kind: int, body: bytes, ts: int = 1_700_000_000) -> bytes:
 
 
 class _RecordingWrapper:
-    seen: list[tuple[bytes, list[Any]]] = []
+    seen: ClassVar[list[tuple[bytes, list[Any]]]] = []
 
     def __init__(self, packet: Any, table_map: Any, ctl: Any, *args: Any) -> None:
         self.seen.append((packet._data, list(args)))
