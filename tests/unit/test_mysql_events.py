@@ -166,3 +166,23 @@ def test_rows_of_a_compressed_transaction_carry_the_inner_event_ordinal() -> Non
     ev.EVENT_MODELS[event["event_type"]].model_validate(event)
     plain = mapper.map(change(TableKind.POSTS, "insert", after=post_row(6), pos=700)).events[0]
     assert plain["event_id"] == "101:binlog.000003:700:0" and "event" not in plain["source"]
+
+
+def test_an_unreadable_payload_stops_the_stream_naming_the_transaction_and_the_way_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cdc.errors import SourceError
+    from cdc.source.binlog import _unpack_payloads
+
+    monkeypatch.setattr(binlogstream, "BinLogPacketWrapper", _RecordingWrapper)
+    bad = _payload(b"whatever", compression=7)
+    bad.event_size = 300 - 23  # its wrapper's log_pos is 5000
+
+    class Reader(list[Any]):
+        log_file = "binlog.000042"
+
+    with pytest.raises(SourceError) as info:
+        list(_unpack_payloads(Reader([bad])))  # type: ignore[arg-type]
+    text = str(info.value) + " " + str(info.value.fix)
+    assert "compressed transaction at binlog.000042:4723" in text and "compression type 7" in text
+    assert "wpcdc checkpoint set binlog.000042:5000" in text and info.value.fatal
