@@ -52,7 +52,7 @@ class PayloadError(Exception):
     """A transaction payload that cannot be read (unknown compression, corrupt frame, bad inner event)."""
 
 
-def _lenenc(data: bytes, pos: int) -> tuple[int, int]:
+def _lenenc(data: bytes | memoryview, pos: int) -> tuple[int, int]:
     """MySQL's net_field_length: the payload header uses it for field types, lengths and values."""
     first = data[pos]
     if first < 0xFB:
@@ -66,7 +66,7 @@ def _lenenc(data: bytes, pos: int) -> tuple[int, int]:
     raise PayloadError(f"invalid length-encoded integer 0x{first:02x} in the payload header")
 
 
-def parse_payload_header(data: bytes) -> tuple[dict[int, int], int]:
+def parse_payload_header(data: bytes | memoryview) -> tuple[dict[int, int], int]:
     """The payload event's header fields ({field type: value}) and where the payload starts."""
     fields: dict[int, int] = {}
     pos = 0
@@ -90,12 +90,15 @@ class TransactionPayloadEvent(BinLogEvent):
         super().__init__(from_packet, event_size, table_map, ctl_connection, **kwargs)
         # The arguments the reader built this event's wrapper with: the inner events get the same.
         self._wrapper_args: tuple[Any, ...] | None = getattr(from_packet, "wpcdc_wrapper_args", None)
-        body = self.packet.read(event_size)
+        # A view into the packet, not a copy: the compressed transaction can be many MiB.
+        raw = self.packet.packet
+        body = memoryview(raw._data)[raw._position : raw._position + event_size]
+        self.packet.advance(event_size)
         fields, start = parse_payload_header(body)
         self.compression_type = fields.get(_COMPRESSION_TYPE, _ZSTD)
         self.payload_size = fields.get(_PAYLOAD_SIZE, len(body) - start)
         self.uncompressed_size = fields.get(_UNCOMPRESSED_SIZE, 0)
-        self._payload = body[start : start + self.payload_size]
+        self._payload: bytes | memoryview = body[start : start + self.payload_size]
         if len(self._payload) != self.payload_size:
             raise PayloadError(
                 f"the payload header declares {self.payload_size} bytes, the event holds {len(self._payload)}"
@@ -105,7 +108,7 @@ class TransactionPayloadEvent(BinLogEvent):
         if self.compression_type == _ZSTD:
             # read_across_frames: the server writes one frame, but nothing in the format promises it.
             return zstandard.ZstdDecompressor().stream_reader(
-                io.BytesIO(self._payload), read_size=_READ_SIZE, read_across_frames=True
+                self._payload, read_size=_READ_SIZE, read_across_frames=True
             )
         if self.compression_type == _NONE:
             return io.BytesIO(self._payload)
