@@ -3,9 +3,10 @@ end by wpcdc (binlog -> events -> Kafka, acknowledged). Prints figures; asserts 
 
 Prints: the library's raw decode rate, wpcdc's end-to-end rate for replay and live `run` and their
 ratio to the raw rate, peak RSS of the whole streamer (both processes), the same on a binlog 4x as
-long, and commit-to-broker latency of isolated changes under light load.
+long, and commit-to-broker latency of isolated changes under light load. The same workload runs on
+MariaDB and on Oracle MySQL (cdc/dev/mysql.py), one after the other, and a table puts them side by side.
 
-    make bench                       # or: .venv/bin/python bench/bench.py --posts 8000
+    make bench                       # or: .venv/bin/python bench/bench.py --posts 8000 --servers mysql
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from cdc.dev.mysql import MySQL
 from cdc.dev.stack import MYSQL_PASSWORD, MYSQL_USER, MariaDB, Tansu, create_topics, create_wordpress_tables
 
 DB = "wp_bench"
@@ -44,7 +46,7 @@ def content(rng: random.Random, size: int = 2048) -> str:
     return "<p>" + " ".join(out) + "</p>"
 
 
-def generate(db: MariaDB, posts: int, seed: int = 7, terms: bool = True) -> int:
+def generate(db: MariaDB | MySQL, posts: int, seed: int = 7, terms: bool = True) -> int:
     """Writes the mix and returns the number of row changes in the captured tables."""
     rng = random.Random(seed)
     conn = db.root(DB)
@@ -95,7 +97,7 @@ def generate(db: MariaDB, posts: int, seed: int = 7, terms: bool = True) -> int:
     return rows
 
 
-def raw_decode(db: MariaDB, start: str, end: str) -> tuple[int, float]:
+def raw_decode(db: MariaDB | MySQL, start: str, end: str) -> tuple[int, float]:
     file, pos = start.split(":")
     reader = BinLogStreamReader(
         connection_settings={"host": "127.0.0.1", "port": db.port, "user": "root", "passwd": ""},
@@ -216,7 +218,7 @@ def live(config: Path, bootstrap: str, start: str, rows: int, events: int) -> tu
     return rows / max(done - connected[0], 1e-6), rss.stop()
 
 
-def latency(db: MariaDB, config: Path, bootstrap: str, n: int = 200) -> list[float]:
+def latency(db: MariaDB | MySQL, config: Path, bootstrap: str, n: int = 200) -> list[float]:
     """Isolated changes (one every 50 ms) while `wpcdc run` is caught up: ms from COMMIT returning
     to the event being readable from the broker."""
     subprocess.run(
@@ -247,7 +249,18 @@ def latency(db: MariaDB, config: Path, bootstrap: str, n: int = 200) -> list[flo
     reader.start()
     conn = db.root(DB)
     cur = conn.cursor()
-    time.sleep(3)  # streamer connected and caught up
+    connected = threading.Event()
+
+    def drain() -> None:  # read stderr (so the pipe never fills) and note when the reader connected
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "connected to the binlog" in line:
+                connected.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not connected.wait(60):
+        raise SystemExit("latency: wpcdc run did not connect to the binlog within 60 s")
+    time.sleep(1)  # caught up: nothing was written since it started at the end
     for i in range(n):
         title = f"latency-{i}"
         cur.execute(
@@ -273,18 +286,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--posts", type=int, default=4000, help="posts in the 1x binlog (8 row changes each)")
     ap.add_argument("--dir", type=Path, default=Path("var/bench"))
-    ap.add_argument("--settle", type=float, default=10.0, help="seconds to let MariaDB go idle after writing")
+    ap.add_argument("--settle", type=float, default=10.0, help="seconds to let the server go idle after writing")
+    ap.add_argument("--servers", default="mariadb,mysql", help="comma-separated: mariadb, mysql")
     args = ap.parse_args()
 
     shutil.rmtree(args.dir, ignore_errors=True)
-    db = MariaDB(args.dir / "mariadb", server_id=301).start()
-    broker = Tansu(args.dir / "tansu").start()
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, Tansu")
+    results = {kind: bench_server(kind, args) for kind in args.servers.split(",")}
+    if len(results) > 1:
+        print("\nside by side (same workload):")
+        kinds = list(results)
+        print(f"  {'':44}" + "".join(f"{results[k]['server']:>26}" for k in kinds))
+        for figure in next(iter(results.values())):
+            if figure != "server":
+                print(f"  {figure:44}" + "".join(f"{results[k].get(figure, '-'):>26}" for k in kinds))
+
+
+def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
+    base = args.dir / kind
+    db: MariaDB | MySQL = (MySQL if kind == "mysql" else MariaDB)(base / kind, server_id=301).start()
+    broker = Tansu(base / "tansu").start()
+    out: dict[str, str] = {}
     try:
         conn = db.root()
         create_wordpress_tables(conn, DB)
         conn.close()
         create_topics(broker.bootstrap, ["bench.posts", "bench.dead-letter"], partitions=6)
-        config = args.dir / "config.yaml"
+        config = base / "config.yaml"
         config.write_text(
             yaml.safe_dump(
                 {
@@ -295,11 +323,12 @@ def main() -> None:
                         "topic": "bench.posts",
                         "dead_letter_topic": "bench.dead-letter",
                     },
-                    "checkpoint": {"path": str((args.dir / "checkpoint.json").resolve())},
+                    "checkpoint": {"path": str((base / "checkpoint.json").resolve())},
                 }
             )
         )
-        print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, MariaDB on :{db.port}, Tansu")
+        out["server"] = f"{'MySQL' if kind == 'mysql' else 'MariaDB'} {db.version.split('-')[0]}"
+        print(f"\n== {out['server']} ({db.version}) on :{db.port}")
         start = db.binlog_end()
         t = time.perf_counter()
         rows_1x = generate(db, args.posts, seed=7)
@@ -310,6 +339,7 @@ def main() -> None:
         decoded, raw_s = raw_decode(db, start, end_1x)
         raw_rate = decoded / raw_s
         print(f"python-mysql-replication as shipped, decode only: {raw_rate:8,.0f} rows/s ({decoded} rows)")
+        out["library decode only, rows/s"] = f"{raw_rate:,.0f}"
 
         runs = [replay(config, start, end_1x) for _ in range(3)]
         summary, peak_1x = runs[0][0], max(r[1] for r in runs)
@@ -318,8 +348,12 @@ def main() -> None:
             f"wpcdc replay, binlog -> events -> Kafka acked:  {rate_1x:8,.0f} rows/s (median of 3) "
             f"({summary['events']} events)  ratio to raw decode {rate_1x / raw_rate:.2f}  peak RSS {peak_1x:.0f} MiB"
         )
+        out["wpcdc replay -> Kafka acked, rows/s"] = f"{rate_1x:,.0f} ({rate_1x / raw_rate:.2f}x raw)"
+        out["events (1x)"] = str(summary["events"])
         live_rate, live_peak = live(config, broker.bootstrap, start, decoded, int(summary["events"]))  # type: ignore[arg-type]
         print(f"wpcdc run (live), same range:                 {live_rate:8,.0f} rows/s  peak RSS {live_peak:.0f} MiB")
+        out["wpcdc run (live), rows/s"] = f"{live_rate:,.0f}"
+        out["peak RSS replay 1x / live, MiB"] = f"{peak_1x:.0f} / {live_peak:.0f}"
 
         t = time.perf_counter()
         rows_more = generate(db, args.posts * 3, seed=8, terms=False)
@@ -334,17 +368,20 @@ def main() -> None:
             f"scale: 1x {rate_1x:,.0f} rows/s, {peak_1x:.0f} MiB; 4x ({rows_4x} rows) {rate_4x:,.0f} rows/s, "
             f"{peak_4x:.0f} MiB  (rate {rate_change:+.0f} %, RSS {rss_change:+.0f} %)"
         )
+        out["4x replay, rows/s / peak RSS MiB"] = f"{rate_4x:,.0f} / {peak_4x:.0f}"
 
         lat = latency(db, config, broker.bootstrap)
         if lat:
             p50, p99 = statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))]
             print(f"light-load latency, commit -> readable on the broker: p50 {p50:.0f} ms, p99 {p99:.0f} ms "
                   f"({len(lat)} isolated inserts)")  # fmt: skip
+            out["light-load latency p50 / p99, ms"] = f"{p50:.0f} / {p99:.0f}"
         else:
             print("light-load latency: no events arrived")
     finally:
         broker.stop()
         db.stop()
+    return out
 
 
 if __name__ == "__main__":

@@ -42,6 +42,17 @@ _LOADER = f"{_LIB}/ld-linux-x86-64.so.2"
 _KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 
+# The binlog settings the suite runs MySQL with; docker/docker-compose.yml's MySQL has the same
+# (tests/unit/test_docker.py), so what the suite proves is what the compose stack runs.
+CDC_SETTINGS = (
+    "--binlog-format=ROW",
+    "--binlog-row-image=FULL",
+    "--binlog-row-metadata=FULL",
+    "--gtid-mode=ON",
+    "--enforce-gtid-consistency=ON",
+)
+
+
 def cache_dir() -> Path:
     env = os.environ.get("WPCDC_MYSQL_CACHE")
     if env:
@@ -234,9 +245,7 @@ class MySQL:
             *mysqld, "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
             "--bind-address=127.0.0.1", f"--socket={self.socket}", f"--secure-file-priv={files}",
             f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={self.log}", "--user=" + _user(),
-            f"--log-bin={self.datadir / 'binlog'}", "--binlog-format=ROW", "--binlog-row-image=FULL",
-            "--binlog-row-metadata=FULL", "--gtid-mode=ON", "--enforce-gtid-consistency=ON",
-            f"--server-id={self.server_id}", "--mysqlx=OFF",
+            f"--log-bin={self.datadir / 'binlog'}", *CDC_SETTINGS, f"--server-id={self.server_id}", "--mysqlx=OFF",
             # Small: the suite runs MariaDB and MySQL side by side on a 2-core machine.
             "--innodb-buffer-pool-size=64M", "--innodb-redo-log-capacity=64M", "--innodb-log-buffer-size=8M",
             "--performance-schema=OFF", "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2",

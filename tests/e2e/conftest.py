@@ -1,6 +1,6 @@
-"""A real WordPress (Debian's package, PHP CLI) on the session's MariaDB, one `wpcdc run` streaming it
-to the session's broker for the whole e2e suite, and a way to say "do this in WordPress, then give me
-exactly the events it produced".
+"""A real WordPress (Debian's package, PHP CLI) on each session server (MariaDB, then MySQL), one
+`wpcdc run` streaming it to the session's broker for the whole e2e suite, and a way to say "do this
+in WordPress, then give me exactly the events it produced".
 
 `WordPressStream.do()` notes the binlog end before and after the PHP operation, waits until the
 streamer's checkpoint has passed the end (the checkpoint moves only after the broker acknowledged
@@ -173,7 +173,7 @@ def wordpress(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> WordPre
     missing = wordpress_missing()
     if missing:
         pytest.fail(f"the e2e suite needs a real WordPress: {missing}; `make test` installs it on Debian/Ubuntu")
-    wp = WordPress(stack.db, tmp_path_factory.mktemp("wordpress"), database="wp_e2e").install()
+    wp = WordPress(stack.db, tmp_path_factory.mktemp("wordpress"), database="wp_e2e", tls=True).install()
     assert wp.add_blog("/two/", "Blog two") == 2
     return wp
 

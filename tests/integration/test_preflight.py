@@ -80,3 +80,40 @@ def test_partial_json_is_refused_where_the_server_has_it(site: Site) -> None:
     assert "FAIL     binlog_row_value_options: binlog_row_value_options=PARTIAL_JSON" in result.stdout
     assert "SET PERSIST binlog_row_value_options=''" in result.stdout
     assert run.returncode == 3 and "binlog_row_value_options" in run.stderr
+
+
+def test_partial_json_updates_are_dead_lettered_only_for_captured_tables(site: Site) -> None:
+    """Any session may SET binlog_row_value_options=PARTIAL_JSON (the global check cannot see it):
+    a plugin's own JSON table goes on streaming, a captured table's partial JSON image is dead-lettered
+    with the fix (never emitted as an update, never a stop the restart would hit again). Captured
+    tables without JSON columns decode exactly: see test_mysql_decoding."""
+    site.sql(
+        "CREATE TABLE wp_plugin_docs (id INT PRIMARY KEY, doc JSON)",
+        'INSERT INTO wp_plugin_docs VALUES (1, \'{"a": 1, "pad": "' + "x" * 200 + "\"}')",
+        "ALTER TABLE wp_postmeta ADD COLUMN doc JSON NULL",
+    )
+    pid = site.insert_post("JSON")
+    site.sql(f"INSERT INTO wp_postmeta (post_id, meta_key, meta_value, doc) VALUES ({pid}, 'k', 'v', '{{\"a\": 1}}')")
+    partial = site.stack.kind == "mysql"  # MariaDB has no partial images: JSON is LONGTEXT, logged whole
+    with site.stack.db.root(site.database) as conn, conn.cursor() as cur:
+        if partial:
+            cur.execute("SET SESSION binlog_row_value_options = 'PARTIAL_JSON'")
+        cur.execute("UPDATE wp_plugin_docs SET doc = JSON_SET(doc, '$.a', 2) WHERE id = 1")
+        site.insert_post("after the plugin's partial update")
+        ok = site.cli("replay", "--from", site.start)
+        cur.execute("UPDATE wp_postmeta SET doc = JSON_SET(doc, '$.a', 2) WHERE post_id = %s", (pid,))
+    if partial:  # the server really wrote partial images (binlog_row_image=FULL does not prevent them)
+        kinds = {str(r[2]) for r in site.query(f"SHOW BINLOG EVENTS IN '{site.start.split(':')[0]}'")}
+        assert "Update_rows_partial" in kinds, kinds
+    assert ok.returncode == 0, ok.stderr
+    assert "after the plugin's partial update" in ok.stdout
+    captured = site.cli("replay", "--from", site.start)
+    if partial:
+        assert captured.returncode == 0, captured.stderr
+        assert '"dead_letters": 1' in captured.stderr and "Traceback" not in captured.stderr
+        dead = [line for line in captured.stderr.splitlines() if line.startswith("dead-letter: ")]
+        assert len(dead) == 1 and "binlog_row_value_options=''" in dead[0] and "JSON column(s) doc" in dead[0]
+        assert '"post_meta_updated"' not in captured.stdout
+    else:
+        assert captured.returncode == 0, captured.stderr
+        assert '"post_meta_updated"' in captured.stdout
