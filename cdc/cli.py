@@ -323,8 +323,11 @@ def check(config_path: Path, offline: bool) -> None:
             if cp is None:
                 findings.append(Finding(True, "checkpoint", f"none yet; run starts at the {config.source.start_at}"))
             else:
-                server.require_position(cp.position)
-                findings.append(Finding(True, "checkpoint", f"{cp.position} is on the server"))
+                resumed = server.resume_position(cp.position, cp.gtid)
+                where = "is on the server"
+                if resumed != cp.position:
+                    where = f"ends its purged file (nothing after it): run resumes at {resumed}"
+                findings.append(Finding(True, "checkpoint", f"{cp.position} {where}"))
         except WpcdcError as exc:
             findings.append(Finding(False, "binlog files / checkpoint", exc.problem, exc.fix))
     try:

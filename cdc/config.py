@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import Literal
@@ -250,15 +251,74 @@ class Config(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
+# A key whose name says it holds a secret: its value (and a mistyped key that may be the value) is
+# never shown in an error.
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "credential")
+
+
+def _is_secret(name: str) -> bool:
+    return any(word in name.lower() for word in _SECRET_WORDS)
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        parts = [str(p) for p in item["loc"]]
+        if any(_is_secret(p) for p in parts):
+            # Only the path of a known key: a custom message or a mistyped key could carry the secret.
+            known = [p for p in parts if p in _KEY_NAMES]
+            path = ".".join(known) or "(top level)"
+            what = "unknown key" if item["type"] == "extra_forbidden" else f"invalid value ({item['type']})"
+            lines.append(f"{path}: {what}; the value is a secret and is not shown")
+            continue
+        path = ".".join(parts) or "(top level)"
         if item["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown key")
         else:
             lines.append(f"{path}: {item['msg']}")
     return "; ".join(lines)
+
+
+def _key_names(model: type[BaseModel]) -> set[str]:
+    names: set[str] = set()
+    for name, info in model.model_fields.items():
+        names.add(name)
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            names |= _key_names(info.annotation)
+    return names
+
+
+_KEY_NAMES = frozenset(_key_names(Config))
+# A quoted fragment of the file in a YAML error message ("found undefined alias 'hunter2'"). Only
+# YAML's own token names ('<scalar>', '<stream end>') and single punctuation characters are kept.
+_YAML_QUOTED = re.compile(r"'([^']*)'")
+_YAML_OWN = re.compile(r"<[a-z ]+>|[,\[\]{}:#&*!|>%@`-]|\\t")
+
+
+def _unquote_file_text(message: str) -> str:
+    return _YAML_QUOTED.sub(lambda m: m.group(0) if _YAML_OWN.fullmatch(m.group(1)) else "'…'", message)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """Where and what, never a snippet of the file: the line in error may hold a password."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        return f"line {line}: character #x{exc.character:04x}: {exc.reason}"
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return "the file could not be parsed"
+    what = " ".join(_unquote_file_text(part) for part in (exc.context, exc.problem) if part)
+    lines = text.splitlines()
+    where = []
+    for mark in (exc.context_mark, exc.problem_mark):
+        if mark is None:
+            continue
+        at = f"line {mark.line + 1}, column {mark.column + 1}"
+        key = re.match(r"\s*([A-Za-z_]\w*)\s*:", lines[mark.line]) if mark.line < len(lines) else None
+        if key and key.group(1) in _KEY_NAMES:
+            at += f" (key {key.group(1)})"
+        if at not in where:
+            where.append(at)
+    return f"{' to '.join(where)}: {what}" if where else what
 
 
 def parse_config(data: object, origin: str = "config") -> Config:
@@ -285,8 +345,15 @@ def load_config(path: Path | str) -> Config:
             f"cannot read the configuration file {path}: {exc.strerror}",
             "pass --config with the path of a YAML file (config.yaml in the repository is an example)",
         ) from None
+    except UnicodeDecodeError as exc:  # its message names the byte's offset, never the text around it
+        raise ConfigError(
+            f"{path} is not UTF-8 text: byte {exc.start} cannot be decoded",
+            "save the file as UTF-8",
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}", "fix the YAML syntax at the place named") from None
+        raise ConfigError(
+            f"{path} is not valid YAML: {_yaml_problem(exc, text)}", "fix the YAML syntax at the place named"
+        ) from None
     return parse_config(data, str(path))

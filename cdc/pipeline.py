@@ -11,11 +11,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cdc.checkpoint.store import Checkpoint, FileCheckpointStore
 from cdc.config import Config
-from cdc.core.changes import Idle, RowChange, TransactionEnd, UndecodableRows
+from cdc.core.changes import (
+    Idle,
+    PreparedRef,
+    RowChange,
+    TableChange,
+    TransactionEnd,
+    UndecodableRows,
+    XAOutcome,
+    XAPrepared,
+)
 from cdc.core.position import BinlogPosition
 from cdc.errors import LookupUnavailable, SinkError, SourceError
 from cdc.mapping.mapper import Mapper
@@ -28,6 +37,8 @@ from cdc.source.binlog import BinlogSource
 
 log = logging.getLogger(__name__)
 
+# Filter reason (wpcdc_rows_filtered_total{reason}): rows of an XA transaction rolled back after XA PREPARE.
+XA_ROLLED_BACK = "xa_rolled_back"
 
 # Called at transaction boundaries (at most a few times a second): position reached, stats so far.
 ProgressHook = Callable[[BinlogPosition, RunStats], None]
@@ -68,16 +79,31 @@ class Pipeline:
         self._last_commit_log = time.monotonic()
         self._events_at_last_log = 0
         self._gtid: str | None = None
+        # Prepared XA transactions whose outcome has not been read yet, with their held rows; and the
+        # same as of the last checkpoint (what a restart from that checkpoint starts with).
+        self._prepared: dict[str, XAPrepared] = {}
+        self._prepared_saved: dict[str, XAPrepared] = {}
+        self._last_saved: BinlogPosition | None = None
         self.stop_when_snapshot_done = False  # `wpcdc snapshot` without a running `run`
         self.snapshot_progress: Callable[[Snapshotter], None] | None = None
 
-    def stream(self, start: BinlogPosition, *, blocking: bool, stop_at: BinlogPosition | None = None) -> None:
+    def stream(
+        self,
+        start: BinlogPosition,
+        *,
+        blocking: bool,
+        stop_at: BinlogPosition | None = None,
+        prepared: Sequence[PreparedRef] = (),
+    ) -> None:
         """Read from `start` until the stop flag (or `stop_at`, or the end of the binlog when not
-        blocking); commit what was read. Raises SourceError/SinkError/LookupUnavailable on failure."""
+        blocking); commit what was read. `prepared`: the checkpoint's XA transactions still waiting
+        for their outcome. Raises SourceError/SinkError/LookupUnavailable on failure."""
+        self._prepared = self._load_prepared(prepared)
+        self._last_saved = start
         source = BinlogSource(self.config, start, blocking=blocking, stop_at=stop_at)
         interval = self.config.checkpoint.interval_seconds
         max_pending = self.config.checkpoint.max_pending_events
-        mapper, sink, metrics, stats, progress = self.mapper, self.sink, self.metrics, self.stats, self.progress
+        metrics, stats, progress = self.metrics, self.stats, self.progress
         snapshot = self.snapshot  # after a failure the runner restores it from the checkpoint (no chunk in flight)
         last_progress = 0.0
         try:
@@ -88,24 +114,10 @@ class Pipeline:
                         "connected to the binlog at %s", start, extra={"event": "connected", "position": str(start)}
                     )
                 if type(item) is RowChange:
-                    stats.rows += 1
-                    metrics.source_event(item.timestamp)
-                    if snapshot is not None and snapshot.chunk is not None:
-                        snapshot.observe(item)
-                    mapped = mapper.map(item)
-                    if mapped.events:
-                        for event in mapped.events:
-                            sink.send(event)
-                            stats.events[event["event_type"]] += 1
-                        self._unacked += len(mapped.events)
-                        metrics.inflight = self._unacked
-                        if mapped.decode_errors:
-                            metrics.decode_errors.inc(mapped.decode_errors)
-                    elif mapped.filtered is not None:
-                        stats.filtered[mapped.filtered] += 1
-                    elif mapped.dead_letter is not None:
-                        self._dead_letter(item, mapped.dead_letter)
+                    self._row(item)
                     continue
+                if type(item) is XAPrepared or type(item) is XAOutcome:
+                    item = self._xa(item)
                 if type(item) is TransactionEnd:
                     self._pending = item
                     self._gtid = item.gtid
@@ -122,17 +134,22 @@ class Pipeline:
                         last_progress = now
                         progress(item.next_position, stats)
                 elif type(item) is UndecodableRows:
-                    metrics.decode_errors.inc()
-                    self._dead_letter(item, mapper.undecodable(item))
+                    self._undecodable(item)
+                elif type(item) is TableChange:
+                    self._table_change(item)
                 elif type(item) is Idle:
                     metrics.source_idle()
                     self._flush_counters()
                     if snapshot is not None:
                         self._poll_inbox(time.monotonic())
-                    if snapshot is not None and snapshot.active and item.position is not None:
-                        # Nothing else is coming: the heartbeat position is a boundary the stream reached.
+                    active = snapshot is not None and snapshot.active
+                    if item.position is not None and (active or item.position != self._last_saved):
+                        # Nothing else is coming: the heartbeat position is a boundary the stream reached,
+                        # maybe in a newer file after a quiet rotation. The checkpoint follows it there, so
+                        # purging the old file later is not mistaken for a gap.
                         self._pending = TransactionEnd(item.position, self._gtid, item.timestamp)
-                        self._snapshot_at(self._pending)
+                        if active:
+                            self._snapshot_at(self._pending)
                     if self._pending is not None and time.monotonic() - self._last_commit >= interval:
                         self.commit()
                 if self.stop.is_set() or (self.stop_when_snapshot_done and snapshot and not snapshot.active):
@@ -141,6 +158,113 @@ class Pipeline:
             metrics.source_up = False
             source.close()
         self.commit()
+
+    def _row(self, item: RowChange) -> None:
+        self.stats.rows += 1
+        self.metrics.source_event(item.timestamp)
+        snapshot = self.snapshot
+        if snapshot is not None and snapshot.chunk is not None:
+            snapshot.observe(item)
+        mapped = self.mapper.map(item)  # maps and encodes inside one per-row guard
+        if mapped.events:
+            for event, value in zip(mapped.events, mapped.encoded, strict=True):
+                self.sink.send(event, value)
+                self.stats.events[event["event_type"]] += 1
+            self._unacked += len(mapped.events)
+            self.metrics.inflight = self._unacked
+            if mapped.decode_errors:
+                self.metrics.decode_errors.inc(mapped.decode_errors)
+        elif mapped.filtered is not None:
+            self.stats.filtered[mapped.filtered] += 1
+        elif mapped.dead_letter is not None:
+            self._dead_letter(item, mapped.dead_letter)
+
+    def _undecodable(self, item: UndecodableRows) -> None:
+        self.metrics.decode_errors.inc()
+        self._dead_letter(item, self.mapper.undecodable(item))
+
+    def _table_change(self, item: TableChange) -> None:
+        event = self.mapper.table_event(item)
+        self.sink.send(event)
+        self.stats.events[event["event_type"]] += 1
+        self._unacked += 1
+        # A truncated table can go on being captured; a dropped or renamed one cannot: someone must act.
+        level = logging.WARNING if item.kind == "truncated" else logging.ERROR
+        log.log(
+            level,
+            "%s %s at %s:%d (%s): consumers' state of it is stale; `wpcdc snapshot` re-publishes the current state",
+            event["event_type"], item.table, item.file, item.pos, item.statement[:200],
+            extra={"event": event["event_type"], "event_id": event["event_id"], "table": item.table},
+        )  # fmt: skip
+
+    def _xa(self, item: XAPrepared | XAOutcome) -> TransactionEnd:
+        """Rows of an XA transaction are written at XA PREPARE but happen only at XA COMMIT: hold
+        them until the outcome, publish them then (in commit order), drop them on XA ROLLBACK."""
+        if type(item) is XAPrepared:
+            if item.one_phase:
+                self._publish_held(item.items)
+            elif item.items:
+                # Only with rows of captured tables: an XA transaction of other tables left prepared
+                # for days must not tie restarts to a binlog file that may be purged meanwhile.
+                self._prepared[item.ref.xid] = item
+            return item.end
+        assert type(item) is XAOutcome
+        held = self._prepared.pop(item.xid, None)
+        end = item.end.next_position
+        if held is None:
+            log.info(
+                "XA %s %s at %s: no rows held for it (it changed no captured table, or it was prepared "
+                "before this stream's start: replay from before its XA PREPARE to publish its rows)",
+                "COMMIT" if item.committed else "ROLLBACK", item.xid, end,
+                extra={"event": "xa_unknown", "xid": item.xid, "position": str(end)},
+            )  # fmt: skip
+        elif item.committed:
+            self._publish_held(held.items)
+        else:
+            self.stats.filtered[XA_ROLLED_BACK] += len(held.items)
+            log.info(
+                "XA ROLLBACK %s at %s: %d row(s) prepared at %s not published", item.xid, end, len(held.items),
+                held.ref.start, extra={"event": "xa_rolled_back", "xid": item.xid, "position": str(end)},
+            )  # fmt: skip
+        return item.end
+
+    def _publish_held(self, items: list[RowChange | UndecodableRows]) -> None:
+        for held in items:
+            if type(held) is RowChange:
+                self._row(held)
+            else:
+                assert type(held) is UndecodableRows
+                self._undecodable(held)
+
+    def _load_prepared(self, refs: Sequence[PreparedRef]) -> dict[str, XAPrepared]:
+        """The held rows of the checkpoint's prepared XA transactions: from memory when this process
+        read them, else read again from the binlog (a restart)."""
+        out: dict[str, XAPrepared] = {}
+        for ref in refs:
+            held = self._prepared_saved.get(ref.xid)
+            out[ref.xid] = held if held is not None and held.ref == ref else self._read_prepared(ref)
+        self._prepared_saved = dict(out)
+        return out
+
+    def _read_prepared(self, ref: PreparedRef) -> XAPrepared:
+        source = BinlogSource(self.config, ref.start, blocking=False, stop_at=ref.end)
+        try:
+            for item in source.items():
+                if type(item) is XAPrepared and item.ref.xid == ref.xid:
+                    log.info(
+                        "XA %s prepared at %s is still undecided: its %d row(s) are held until its outcome",
+                        ref.xid, ref.start, len(item.items), extra={"event": "xa_held", "xid": ref.xid},
+                    )  # fmt: skip
+                    return item
+        finally:
+            source.close()
+        raise SourceError(
+            f"the checkpoint names XA transaction {ref.xid} prepared at {ref.start}..{ref.end}, but the binlog "
+            "has no XA PREPARE for it there",
+            "restore the checkpoint written for this server, or `wpcdc checkpoint set` (its rows are then not "
+            "published if it commits)",
+            fatal=True,
+        )
 
     def _poll_inbox(self, now: float) -> None:
         """Take snapshot requests written by `wpcdc snapshot` (see cdc.snapshot.requests)."""
@@ -167,8 +291,8 @@ class Pipeline:
             sent = 0
             for row, post in enumerate(ready.posts):
                 mapped = self.mapper.snapshot(ready.snapshot_id, ready.chunk, post, row)
-                for event in mapped.events:
-                    self.sink.send(event)
+                for event, value in zip(mapped.events, mapped.encoded, strict=True):
+                    self.sink.send(event, value)
                     self.stats.events[event["event_type"]] += 1
                     sent += 1
                 if mapped.decode_errors:
@@ -220,10 +344,15 @@ class Pipeline:
         self._pending = None
         position = pending.next_position
         self.stats.last_position = position
+        self._last_saved = position
+        self._prepared_saved = dict(self._prepared)
         if self.store is None:
             return
         snapshot = self.snapshot.to_json() if self.snapshot is not None else None
-        self.store.save(Checkpoint(position, self.source_server_id, pending.gtid, snapshot=snapshot))
+        prepared = tuple(x.ref for x in self._prepared.values())
+        self.store.save(
+            Checkpoint(position, self.source_server_id, pending.gtid, snapshot=snapshot, xa_prepared=prepared)
+        )
         if self.inbox is not None:
             for request_id in self._accepted:  # recorded in the checkpoint now: safe to forget the file
                 self.inbox.done(request_id)

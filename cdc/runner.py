@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import threading
@@ -68,7 +69,7 @@ def _starting_checkpoint(config: Config, server: Server, store: FileCheckpointSt
         cp = store.save(Checkpoint(start, source_id, snapshot=snapshot))
         log.info("no checkpoint yet: starting at the %s of the binlog, %s", config.source.start_at, start)
     try:
-        server.require_position(cp.position)
+        cp = _resume(server, store, cp)
     except PositionGoneError as exc:
         if mode != "when_needed":
             raise
@@ -82,6 +83,21 @@ def _starting_checkpoint(config: Config, server: Server, store: FileCheckpointSt
         )  # fmt: skip
         cp = store.save(Checkpoint(start, source_id, snapshot=SnapshotState(request).to_json()))
     return cp
+
+
+def _resume(server: Server, store: FileCheckpointStore, cp: Checkpoint) -> Checkpoint:
+    """The checkpoint to start from; moved to the oldest file when its own file was purged after a
+    quiet rotation (nothing was written after it: not a gap). Raises PositionGoneError on a gap."""
+    position = server.resume_position(cp.position, cp.gtid)
+    if position == cp.position:
+        return cp
+    log.info(
+        "the checkpoint's binlog file %s was purged, but nothing was written after the checkpoint's "
+        "transaction %s before %s began: no gap, continuing at %s",
+        cp.position.file, cp.gtid, position.file, position,
+        extra={"event": "checkpoint_moved", "position": str(position), "gtid": cp.gtid},
+    )  # fmt: skip
+    return store.save(dataclasses.replace(cp, position=position))
 
 
 def run_live(
@@ -151,7 +167,7 @@ def _run_live(
             metrics.sink_up = True
         pipeline.sink = sink_box[0]
         start = store.load() or cp
-        pipeline.stream(start.position, blocking=True)
+        pipeline.stream(start.position, blocking=True, prepared=start.xa_prepared)
 
     def recover(exc: Exception) -> None:
         if isinstance(exc, SinkError):
@@ -170,7 +186,7 @@ def _run_live(
         pipeline.forget_accepted()
         try:
             with Server(config) as server:
-                server.require_position(current.position)
+                _resume(server, store, current)
         except PreflightError as err:
             log.warning("source not reachable yet: %s", err.problem)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-SUPPORTED_SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSION = 2
 _SUFFIX_RANK = {"": 0, "lifecycle": 1, "removed": 1, "added": 2}
 
 
@@ -56,6 +56,11 @@ class PostState:
         """Apply one event; False when it is a duplicate (or for a newer schema we do not know)."""
         if event["schema_version"] > SUPPORTED_SCHEMA_VERSION:
             raise ValueError(f"schema_version {event['schema_version']} is newer than this consumer knows")
+        if event["event_type"].startswith("table_"):
+            # A whole table was truncated, dropped or renamed (one copy per partition). This example
+            # does not guess the new state: `wpcdc snapshot` re-publishes every post's current state.
+            print(f"{event['event_type']} {event['data']['table']}: run `wpcdc snapshot` to re-sync")
+            return False
         key = (event["blog_id"], event["post_id"])
         row = self.db.execute(
             "SELECT last_coordinate, meta, terms FROM posts WHERE blog_id = ? AND post_id = ?", key

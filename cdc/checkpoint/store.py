@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cdc.core.changes import PreparedRef
 from cdc.core.position import BinlogPosition
-from cdc.errors import CheckpointError
+from cdc.errors import CheckpointError, ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,9 @@ class Checkpoint:
     updated_at: str | None = None
     # Snapshot work in progress (cdc.snapshot.snapshotter.SnapshotState.to_json), saved with the position it matches.
     snapshot: dict[str, Any] | None = None
+    # XA transactions prepared before `position` whose outcome (XA COMMIT/ROLLBACK) comes after it:
+    # their rows are read again from the binlog on a restart and published if they commit.
+    xa_prepared: tuple[PreparedRef, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"file": self.position.file, "pos": self.position.pos}
@@ -35,6 +39,8 @@ class Checkpoint:
         out["updated_at"] = self.updated_at
         if self.snapshot:
             out["snapshot"] = self.snapshot
+        if self.xa_prepared:
+            out["xa_prepared"] = [{"xid": x.xid, "start": str(x.start), "end": str(x.end)} for x in self.xa_prepared]
         return out
 
 
@@ -60,8 +66,12 @@ class FileCheckpointStore:
                 data.get("gtid"),
                 data.get("updated_at"),
                 data.get("snapshot") if isinstance(data.get("snapshot"), dict) else None,
+                tuple(
+                    PreparedRef(str(x["xid"]), BinlogPosition.parse(x["start"]), BinlogPosition.parse(x["end"]))
+                    for x in data.get("xa_prepared") or ()
+                ),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, ConfigError):
             raise CheckpointError(
                 f"the checkpoint {self.path} is not a valid wpcdc checkpoint",
                 "restore it from a backup, or set one with `wpcdc checkpoint set FILE:POS`",
@@ -74,6 +84,7 @@ class FileCheckpointStore:
             checkpoint.gtid,
             dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             checkpoint.snapshot,
+            checkpoint.xa_prepared,
         )
         data = (json.dumps(stamped.to_json(), indent=2) + "\n").encode()
         directory = self.path.parent if str(self.path.parent) else Path(".")

@@ -61,4 +61,53 @@ class UndecodableRows:
     event: int | None = None  # as RowChange.event
 
 
-SourceItem = RowChange | TransactionEnd | Idle | UndecodableRows
+@dataclass(frozen=True, slots=True)
+class PreparedRef:
+    """Where a prepared XA transaction is in the binlog: from `start` (its first event) to `end` (just
+    after its XA_PREPARE event). The checkpoint keeps these, so a restart can read the rows again and
+    still publish them if the transaction commits later."""
+
+    xid: str
+    start: BinlogPosition
+    end: BinlogPosition
+
+
+@dataclass(slots=True)
+class XAPrepared:
+    """An XA transaction reached XA PREPARE: its rows are in the binlog, its outcome is not yet. The
+    outcome comes later as a transaction of its own (XA COMMIT / XA ROLLBACK, from any session, maybe
+    after a server restart). `one_phase` (MySQL's XA COMMIT ... ONE PHASE) means it committed here."""
+
+    ref: PreparedRef
+    end: TransactionEnd
+    items: list[RowChange | UndecodableRows]
+    one_phase: bool = False
+
+
+@dataclass(slots=True)
+class XAOutcome:
+    """XA COMMIT or XA ROLLBACK of a prepared transaction; itself a transaction (`end`)."""
+
+    xid: str
+    committed: bool
+    end: TransactionEnd
+
+
+@dataclass(slots=True)
+class TableChange:
+    """TRUNCATE, DROP or RENAME of a captured table: a DDL query, so no rows event tells of it."""
+
+    kind: str  # "truncated" | "dropped" | "renamed"
+    table: str
+    wp: WordPressTable
+    renamed_from: str | None  # renames only: the names as written (db.table when another database)
+    renamed_to: str | None
+    index: int  # the table's place in its statement (DROP TABLE a, b): with `pos` it identifies the change
+    file: str
+    pos: int  # start of the query event
+    timestamp: int
+    gtid: str | None
+    statement: str
+
+
+SourceItem = RowChange | TransactionEnd | Idle | UndecodableRows | XAPrepared | XAOutcome | TableChange

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+# 2: positions (source.pos, event_id) are the server's own event starts, 23 bytes before v1's (README Changelog).
+SCHEMA_VERSION = 2
+
+# The one encoding of an event, the Kafka message value byte for byte. The mapper calls it inside
+# its per-row guard (a failure dead-letters that row); the sink reuses those bytes.
+encode = orjson.dumps
 
 POST_CREATED = "post_created"
 POST_UPDATED = "post_updated"
@@ -28,6 +34,9 @@ POST_TERM_ADDED = "post_term_added"
 POST_TERM_REMOVED = "post_term_removed"
 POST_TERM_UPDATED = "post_term_updated"
 POST_SNAPSHOT = "post_snapshot"
+TABLE_TRUNCATED = "table_truncated"
+TABLE_DROPPED = "table_dropped"
+TABLE_RENAMED = "table_renamed"
 DEAD_LETTER = "dead_letter"
 
 
@@ -40,8 +49,11 @@ class Source(_Model):
 
     server_id: int = Field(description="server_id of the MySQL/MariaDB server whose binlog was read")
     file: str
-    pos: int = Field(description="start position of the rows event")
-    row: int = Field(description="index of the row within the rows event")
+    pos: int = Field(
+        description="start of the rows event (of the DDL query for table events), as SHOW BINLOG EVENTS "
+        "(Pos) and mysqlbinlog (# at) show it"
+    )
+    row: int = Field(description="index of the row within the rows event (table events: of the table in the DDL)")
     event: int | None = Field(
         None,
         description="only for a compressed MySQL transaction (binlog_transaction_compression): pos is the "
@@ -87,6 +99,13 @@ class PostRow(BaseModel):
 class Change(_Model):
     old: Any
     new: Any
+    # Only post_content is ever cut (mapping.max_content_bytes, kafka.oversize_policy: truncate).
+    old_truncated: bool | None = Field(None, description="old was cut; present only when it was")
+    old_bytes: int | None = Field(None, description="size of the full old value (only when truncated)")
+    old_sha256: str | None = Field(None, description="SHA-256 of the full old value (only when truncated)")
+    new_truncated: bool | None = Field(None, description="new was cut; present only when it was")
+    new_bytes: int | None = Field(None, description="size of the full new value (only when truncated)")
+    new_sha256: str | None = Field(None, description="SHA-256 of the full new value (only when truncated)")
 
 
 class PostData(_Model):
@@ -109,7 +128,17 @@ class MetaData(_Model):
     value: str | None = Field(description="raw meta_value; null after a delete")
     value_decoded: Any = Field(None, description="PHP-unserialized value as JSON; absent when not serialized")
     value_decode_error: str | None = Field(None, description="present when the value looks serialized but failed")
+    value_decoded_as_text: list[str] | None = Field(
+        None,
+        description="JSON Pointers into value_decoded of numbers JSON cannot carry, given as text as PHP prints "
+        "them: integers beyond 64 bits (digits) and INF, -INF, NAN floats; absent when there are none",
+    )
     previous_value: str | None = Field(None, description="raw value before an update or delete")
+    previous_value_truncated: bool | None = Field(None, description="previous_value was cut to fit the message limit")
+    previous_value_bytes: int | None = Field(None, description="size of the full previous_value (only when truncated)")
+    previous_value_sha256: str | None = Field(
+        None, description="SHA-256 of the full previous_value (only when truncated)"
+    )
     value_truncated: bool | None = Field(None, description="value was cut to fit the broker's message limit")
     value_bytes: int | None = Field(None, description="size of the full value (only when truncated)")
     value_sha256: str | None = Field(None, description="SHA-256 of the full value (only when truncated)")
@@ -131,6 +160,11 @@ class SnapshotMeta(_Model):
     value: str | None = Field(description="raw meta_value")
     value_decoded: Any = Field(None, description="PHP-unserialized value as JSON; absent when not serialized")
     value_decode_error: str | None = Field(None, description="present when the value looks serialized but failed")
+    value_decoded_as_text: list[str] | None = Field(
+        None,
+        description="JSON Pointers into value_decoded of numbers JSON cannot carry, given as text as PHP prints "
+        "them: integers beyond 64 bits (digits) and INF, -INF, NAN floats; absent when there are none",
+    )
     value_truncated: bool | None = Field(None, description="value was cut to fit the broker's message limit")
     value_bytes: int | None = Field(None, description="size of the full value (only when truncated)")
     value_sha256: str | None = Field(None, description="SHA-256 of the full value (only when truncated)")
@@ -154,14 +188,31 @@ class SnapshotData(_Model):
     terms: list[SnapshotTerm] = Field(description="every term relationship, with taxonomy, slug and name")
 
 
+class ColumnWarning(_Model):
+    """A column whose value in the event is not the stored value itself (see the README)."""
+
+    image: Literal["before", "after"] = Field(description="the row image the column is in")
+    column: str
+    problem: Literal["invalid_text", "invalid_date"] = Field(
+        description="invalid_text: bytes not valid in the column's character set (e.g. encoded surrogates "
+        "stored in a non-strict sql_mode), each invalid byte replaced by U+FFFD; invalid_date: a date "
+        "with a zero month or day (or one no calendar has), given as the server's text, e.g. "
+        "'2024-00-15 10:00:00', instead of ISO 8601"
+    )
+    meta_id: int | None = Field(None, description="in a post_snapshot: the meta row the column is in")
+
+
 class _Envelope(_Model):
     event_id: str = Field(description="deterministic: server_id:file:pos:row[:suffix]; a replay yields the same id")
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     occurred_at: str = Field(description="binlog event time, RFC 3339 UTC")
     blog_id: int
     post_id: int
     post_type: str | None
     source: Source
+    column_warnings: list[ColumnWarning] | None = Field(
+        None, description="columns of the row whose value is replaced or raw text; absent when there are none"
+    )
 
 
 EventType = Literal[
@@ -255,12 +306,52 @@ class PostSnapshot(_Envelope):
     data: SnapshotData
 
 
+class TableData(_Model):
+    table: str = Field(description="the captured table, e.g. wp_postmeta or wp_7_posts")
+    table_kind: Literal["posts", "postmeta", "term_relationships"]
+    statement: str = Field(description="the DDL statement as the binlog has it (its first 1000 characters)")
+    renamed_from: str | None = Field(None, description="table_renamed: the old name (db.table if another database)")
+    renamed_to: str | None = Field(None, description="table_renamed: the new name (db.table if another database)")
+
+
+class _TableEvent(_Model):
+    """A table-level change no rows event tells of. Key `{blog_id}:*`, and one copy goes to every
+    partition of the topic, each in order with the events of the posts on that partition."""
+
+    event_id: str = Field(description="server_id:file:pos:row, pos of the DDL query, row the table's index in it")
+    schema_version: Literal[2]
+    occurred_at: str = Field(description="binlog event time, RFC 3339 UTC")
+    blog_id: int
+    post_id: None = Field(description="always null: the event concerns a whole table")
+    post_type: None
+    source: Source
+    data: TableData
+
+
+class TableTruncated(_TableEvent):
+    """TRUNCATE of a captured table: every row of it is gone (no per-row events are written)."""
+
+    event_type: Literal["table_truncated"]
+
+
+class TableDropped(_TableEvent):
+    """DROP TABLE of a captured table: its rows are gone and no further events come from it."""
+
+    event_type: Literal["table_dropped"]
+
+
+class TableRenamed(_TableEvent):
+    """RENAME TABLE / ALTER TABLE ... RENAME from or to a captured table's name."""
+
+    event_type: Literal["table_renamed"]
+
+
 class DeadLetter(_Model):
     """A row the mapper could not turn into an event; published to the dead-letter topic."""
 
     event_type: Literal["dead_letter"]
     event_id: str
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     occurred_at: str
     blog_id: int
     post_id: int | None
@@ -288,6 +379,9 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     POST_TERM_REMOVED: PostTermRemoved,
     POST_TERM_UPDATED: PostTermUpdated,
     POST_SNAPSHOT: PostSnapshot,
+    TABLE_TRUNCATED: TableTruncated,
+    TABLE_DROPPED: TableDropped,
+    TABLE_RENAMED: TableRenamed,
     DEAD_LETTER: DeadLetter,
 }
 

@@ -15,10 +15,12 @@ from decimal import Decimal
 from typing import Any
 
 from cdc.config import FilterConfig, MappingConfig
-from cdc.core.changes import RowChange, UndecodableRows
+from cdc.core.changes import RowChange, TableChange, UndecodableRows
 from cdc.core.tables import TableKind
+from cdc.core.values import RawValue
 from cdc.errors import LookupUnavailable
 from cdc.mapping import events as ev
+from cdc.mapping.events import encode
 from cdc.mapping.serialized import decode_php
 from cdc.mapping.state import PostInfo, WordPressState
 from cdc.snapshot.snapshotter import Chunk, SnapshotPost
@@ -32,6 +34,7 @@ GUID_BACKFILL = "guid_backfill"
 NO_CHANGE = "no_change"
 TERM_LOOKUP_TABLE = "term_lookup_table"
 
+_TABLE_EVENTS = {"truncated": ev.TABLE_TRUNCATED, "dropped": ev.TABLE_DROPPED, "renamed": ev.TABLE_RENAMED}
 _MODIFIED_COLUMNS = frozenset({"post_modified", "post_modified_gmt"})
 _GUID_BACKFILL_COLUMNS = _MODIFIED_COLUMNS | {"guid"}
 _UTC_COLUMNS = frozenset({"post_date_gmt", "post_modified_gmt"})
@@ -55,6 +58,9 @@ class Mapped:
     filtered: str | None = None
     dead_letter: dict[str, Any] | None = None
     decode_errors: int = 0
+    # The events as the sink publishes them (one per event), encoded inside the per-row guard so
+    # that a value JSON cannot carry dead-letters its row instead of failing in the sink.
+    encoded: list[bytes] = field(default_factory=list)
 
 
 _SKIP = object()  # value of a column that must not be emitted
@@ -85,16 +91,28 @@ class Mapper:
     # -- entry point ---------------------------------------------------------------------------
 
     def map(self, change: RowChange) -> Mapped:
+        """The row's outcome, its events already encoded: mapping and encoding share one guard, so
+        anything in row data that either cannot handle dead-letters this row and nothing else."""
+        _raw_seen[0] = False
         try:
             kind = change.wp.kind
             if kind is TableKind.POSTS:
-                return self._post(change)
-            if kind is TableKind.POSTMETA:
-                return self._meta(change)
-            if kind is TableKind.TERM_RELATIONSHIPS:
-                return self._term_relationship(change)
-            self._learn_terms(change)
-            return Mapped(filtered=TERM_LOOKUP_TABLE)
+                mapped = self._post(change)
+            elif kind is TableKind.POSTMETA:
+                mapped = self._meta(change)
+            elif kind is TableKind.TERM_RELATIONSHIPS:
+                mapped = self._term_relationship(change)
+            else:
+                self._learn_terms(change)
+                return Mapped(filtered=TERM_LOOKUP_TABLE)
+            if mapped.events:
+                if _raw_seen[0]:
+                    warnings = _column_warnings(change)
+                    if warnings:
+                        for event in mapped.events:
+                            event["column_warnings"] = warnings
+                mapped.encoded = _encode_all(mapped.events)
+            return mapped
         except LookupUnavailable:
             raise
         except Exception as exc:  # any failure becomes a dead letter: never a crash loop on one row
@@ -168,7 +186,7 @@ class Mapper:
             if col == "post_password":
                 changes["has_password"] = {"old": bool(before.get(col)), "new": bool(after.get(col))}
             elif col == "post_content":
-                changes[col] = {"old": self._content(before.get(col))[0], "new": self._content(after[col])[0]}
+                changes[col] = self._content_change(before.get(col), after[col])
             else:
                 changes[col] = {"old": _value(col, before.get(col)), "new": _value(col, after[col])}
         out = [self._event(c, ev.POST_UPDATED, post_id, post_type, {"post": self._post_row(after), "changes": changes})]
@@ -204,6 +222,18 @@ class Mapper:
         row.setdefault("has_password", False)
         row.setdefault("content_truncated", False)
         return row
+
+    def _content_change(self, old: Any, new: Any) -> dict[str, Any]:
+        """{"old", "new"}, each cut like post.post_content and flagged beside it (old_truncated, …)."""
+        change: dict[str, Any] = {}
+        for side, raw in (("old", old), ("new", new)):
+            content, full_bytes, digest = self._content(raw)
+            change[side] = content
+            if full_bytes is not None:
+                change[f"{side}_truncated"] = True
+                change[f"{side}_bytes"] = full_bytes
+                change[f"{side}_sha256"] = digest
+        return change
 
     def _content(self, raw: Any) -> tuple[str | None, int | None, str | None]:
         """(content, full size if truncated, sha256 if truncated)."""
@@ -325,11 +355,14 @@ class Mapper:
                 return Mapped(filtered=reason)
             meta = []
             decode_errors = 0
+            warnings = _image_warnings("after", image) if _has_raw(image) else []
             for m in post.meta:
                 key = _str(m, "meta_key")
                 if key in self._excluded_meta_keys:
                     continue
                 item: dict[str, Any] = {"meta_id": _int(m, "meta_id"), "meta_key": key}
+                if _has_raw(m):
+                    warnings += [{**w, "meta_id": item["meta_id"]} for w in _image_warnings("after", m)]
                 decode_errors += self._meta_value(item, _text(m.get("meta_value")))
                 meta.append(item)
             terms = [
@@ -344,20 +377,22 @@ class Mapper:
                 for t in post.terms
             ]
             data = {"snapshot_id": snapshot_id, "post": self._post_row(image), "meta": meta, "terms": terms}
+            event = {
+                "event_id": f"{self.server_id}:snapshot:{snapshot_id}:{blog}:{post_id}",
+                "event_type": ev.POST_SNAPSHOT,
+                "schema_version": ev.SCHEMA_VERSION,
+                "occurred_at": self._occurred_at(chunk.read_at),
+                "blog_id": blog,
+                "post_id": post_id,
+                "post_type": post_type,
+                "source": self._snapshot_source(chunk, row),
+                "data": data,
+            }
+            if warnings:
+                event["column_warnings"] = warnings
+            return Mapped([event], decode_errors=decode_errors, encoded=_encode_all([event]))
         except Exception as exc:
             return Mapped(dead_letter=self._snapshot_dead_letter(snapshot_id, chunk, post, row, exc))
-        event = {
-            "event_id": f"{self.server_id}:snapshot:{snapshot_id}:{blog}:{post_id}",
-            "event_type": ev.POST_SNAPSHOT,
-            "schema_version": ev.SCHEMA_VERSION,
-            "occurred_at": self._occurred_at(chunk.read_at),
-            "blog_id": blog,
-            "post_id": post_id,
-            "post_type": post_type,
-            "source": self._snapshot_source(chunk, row),
-            "data": data,
-        }
-        return Mapped([event], decode_errors=decode_errors)
 
     def _snapshot_source(self, chunk: Chunk, row: int) -> dict[str, Any]:
         high = chunk.high
@@ -381,6 +416,8 @@ class Mapper:
         decoded = decode_php(value, max_bytes=self._max_decode_bytes, max_depth=self._max_decode_depth)
         if decoded.ok:
             data["value_decoded"] = decoded.value
+            if decoded.as_text:
+                data["value_decoded_as_text"] = list(decoded.as_text)
         elif decoded.error:
             data["value_decode_error"] = decoded.error
             return 1
@@ -439,6 +476,28 @@ class Mapper:
             "data": data,
         }
 
+    def table_event(self, t: TableChange) -> dict[str, Any]:
+        """table_truncated / table_dropped / table_renamed for a DDL query on a captured table."""
+        data: dict[str, Any] = {"table": t.table, "table_kind": t.wp.kind.value, "statement": t.statement}
+        if t.kind == "renamed":
+            data["renamed_from"] = t.renamed_from
+            data["renamed_to"] = t.renamed_to
+        source: dict[str, Any] = {"server_id": self.server_id, "file": t.file, "pos": t.pos, "row": t.index}
+        source["table"] = t.table
+        if t.gtid is not None:
+            source["gtid"] = t.gtid
+        return {
+            "event_id": f"{self.server_id}:{t.file}:{t.pos}:{t.index}",
+            "event_type": _TABLE_EVENTS[t.kind],
+            "schema_version": ev.SCHEMA_VERSION,
+            "occurred_at": self._occurred_at(t.timestamp),
+            "blog_id": t.wp.blog_id,
+            "post_id": None,
+            "post_type": None,
+            "source": source,
+            "data": data,
+        }
+
     def undecodable(self, u: UndecodableRows) -> dict[str, Any]:
         """Dead-letter record for a rows event the decoder could not read: coordinates, the error
         and the raw event (base64), enough to decode it by hand or replay it after a fix."""
@@ -489,7 +548,37 @@ class Mapper:
 
 
 def _reason(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, MappingError) else f"{type(exc).__name__}: {exc}"
+    return _safe_text(str(exc) if isinstance(exc, MappingError) else f"{type(exc).__name__}: {exc}")
+
+
+_RAW_TYPES = frozenset({RawValue})
+# Set by _text/_value when they hand on a RawValue's text, so the per-row scan for column_warnings
+# runs only for the rare row that has one (scanning every row's images would cost ~1 µs each).
+# The mapper runs in one thread.
+_raw_seen = [False]
+
+
+def _has_raw(image: dict[str, Any] | None) -> bool:
+    return image is not None and not _RAW_TYPES.isdisjoint(map(type, image.values()))
+
+
+def _column_warnings(c: RowChange) -> list[dict[str, Any]]:
+    """The columns whose value is a RawValue, so a consumer knows which fields are not the value
+    itself (replaced characters, a date's raw text)."""
+    return _image_warnings("before", c.before) + _image_warnings("after", c.after)
+
+
+def _image_warnings(side: str, image: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return [
+        {"image": side, "column": col, "problem": v.problem} for col, v in (image or {}).items() if type(v) is RawValue
+    ]
+
+
+def _encode_all(events: list[dict[str, Any]]) -> list[bytes]:
+    try:
+        return [encode(e) for e in events]
+    except TypeError as exc:  # orjson.JSONEncodeError: a value JSON cannot carry
+        raise MappingError(f"the event cannot be encoded as JSON: {exc}") from None
 
 
 # -- value helpers ---------------------------------------------------------------------------------
@@ -542,6 +631,9 @@ def _text(v: Any) -> str | None:
             return v.decode("utf-8")
         except UnicodeDecodeError:
             raise MappingError("a text column holds bytes that are not valid UTF-8") from None
+    if type(v) is RawValue:
+        _raw_seen[0] = True
+        return v.text
     raise MappingError(f"expected text, got {type(v).__name__}")
 
 
@@ -560,18 +652,42 @@ def _value(col: str, v: Any) -> Any:
         return sorted(v)
     if isinstance(v, (list, dict)):
         return v
+    if t is RawValue:
+        _raw_seen[0] = True
+        return v.text
     raise MappingError(f"column {col!r} has an unsupported type {t.__name__}")
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
+def _safe_text(text: str) -> str:
+    """Text JSON can carry: lone surrogates (which orjson rejects) become backslash escapes."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")
+
+
 def _raw_image(image: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A dead letter's row image, every value JSON-safe by construction: the record that reports an
+    unencodable row must itself always encode."""
     if image is None:
         return None
     out: dict[str, Any] = {}
     for k, v in image.items():
-        if v is None or isinstance(v, (int, str, float, bool)):
+        k = _safe_text(str(k))
+        if v is None or isinstance(v, (bool, float)):
             out[k] = v
+        elif isinstance(v, int):
+            out[k] = v if v in _INT64 else str(v)
+        elif isinstance(v, str):
+            out[k] = _safe_text(v)
         elif isinstance(v, bytes):
             out[k] = v.decode("utf-8", "backslashreplace")
+        elif isinstance(v, RawValue):
+            out[k] = v.raw.decode("utf-8", "backslashreplace") if v.raw is not None else v.text
         else:
-            out[k] = str(v)
+            out[k] = _safe_text(str(v))
     return out

@@ -8,6 +8,7 @@ the whole input to be consumed, and turn the result into JSON-shaped values.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,9 @@ class Decoded:
     ok: bool
     value: Any = None
     error: str | None = None
+    # JSON Pointers (RFC 6901) into `value` of numbers JSON cannot carry, given as PHP prints them:
+    # integers beyond 64 bits as their digits, INF/-INF/NAN floats as those words.
+    as_text: tuple[str, ...] = ()
 
 
 NOT_SERIALIZED = Decoded(False)
@@ -61,7 +65,9 @@ def decode_php(raw: str, *, max_bytes: int, max_depth: int) -> Decoded:
         value = phpserialize.load(fp, decode_strings=True, object_hook=phpserialize.phpobject)
         if fp.read(1):
             return Decoded(False, error="malformed PHP serialization: trailing data after the value")
-        return Decoded(True, _to_json(value, max_depth))
+        as_text: list[str] = []
+        converted = _to_json(value, max_depth, as_text, [])
+        return Decoded(True, converted, as_text=tuple(as_text))
     except _TooDeep:
         return Decoded(False, error=f"not decoded: nested deeper than mapping.max_decode_depth ({max_depth})")
     except RecursionError:
@@ -83,21 +89,52 @@ def _brace_depth(data: bytes) -> int:
     return best
 
 
-def _to_json(value: Any, depth_left: int) -> Any:
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _to_json(value: Any, depth_left: int, as_text: list[str], path: list[str]) -> Any:
+    """JSON-shaped `value`; numbers JSON cannot carry become text, their paths go to `as_text`.
+    `path` is the stack of keys above `value` (only read when such a number turns up)."""
+    t = type(value)
+    if t is int:
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return value
+        as_text.append(_pointer(path))
+        return str(value)
+    if t is float:
+        if math.isfinite(value):
+            return value
+        as_text.append(_pointer(path))
+        return "NAN" if math.isnan(value) else ("INF" if value > 0 else "-INF")
     if isinstance(value, dict):
         if depth_left <= 0:
             raise _TooDeep()
         keys = list(value)
         if keys == list(range(len(keys))):
-            return [_to_json(v, depth_left - 1) for v in value.values()]
-        return {str(k): _to_json(v, depth_left - 1) for k, v in value.items()}
+            out_list = []
+            for k, v in value.items():
+                path.append(str(k))
+                out_list.append(_to_json(v, depth_left - 1, as_text, path))
+                path.pop()
+            return out_list
+        return _members(value.items(), {}, depth_left, as_text, path)
     if isinstance(value, phpserialize.phpobject):
         if depth_left <= 0:
             raise _TooDeep()
-        out: dict[str, Any] = {"__php_class__": value.__name__}
-        for k, v in value.__php_vars__.items():
-            out[str(k)] = _to_json(v, depth_left - 1)
-        return out
+        return _members(value.__php_vars__.items(), {"__php_class__": value.__name__}, depth_left, as_text, path)
     if isinstance(value, bytes):
         return value.decode("utf-8")
     return value
+
+
+def _members(items: Any, out: dict[str, Any], depth_left: int, as_text: list[str], path: list[str]) -> dict[str, Any]:
+    for k, v in items:
+        key = k.decode("utf-8") if isinstance(k, bytes) else str(k)
+        path.append(key)
+        out[key] = _to_json(v, depth_left - 1, as_text, path)
+        path.pop()
+    return out
+
+
+def _pointer(path: list[str]) -> str:
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in path)

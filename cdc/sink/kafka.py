@@ -7,20 +7,20 @@ import logging
 import sys
 from typing import IO, Any, Protocol
 
-import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from cdc.config import KafkaConfig
 from cdc.errors import OversizeError, SinkError
-from cdc.mapping.events import DEAD_LETTER, SCHEMA_VERSION
+from cdc.mapping.events import DEAD_LETTER, SCHEMA_VERSION, encode
 from cdc.sink.oversize import shrink_to_fit
 
 log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
-    def send(self, event: dict[str, Any]) -> None: ...
+    # `value`: the event already encoded (Mapped.encoded), so the hot path encodes once.
+    def send(self, event: dict[str, Any], value: bytes | None = None) -> None: ...
 
     def send_dead_letter(self, record: dict[str, Any]) -> None: ...
 
@@ -29,13 +29,16 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def encode(event: dict[str, Any]) -> bytes:
-    return orjson.dumps(event)
-
-
 def event_key(event: dict[str, Any]) -> bytes:
     post = event.get("post_id")
+    if post is None and event["event_type"].startswith("table_"):
+        return f"{event['blog_id']}:*".encode()  # a whole table: see BROADCAST_KEY_SUFFIX
     return f"{event['blog_id']}:{'' if post is None else post}".encode()
+
+
+# A key ending so (`{blog_id}:*`, the table_* events) goes to every partition of its topic: each
+# partition's consumer then sees the table change in order with the events of its own posts.
+BROADCAST_KEY_SUFFIX = b":*"
 
 
 class StdoutSink:
@@ -46,8 +49,8 @@ class StdoutSink:
         self._out = out or sys.stdout.buffer
         self._err = err or sys.stderr.buffer
 
-    def send(self, event: dict[str, Any]) -> None:
-        self._out.write(encode(event) + b"\n")
+    def send(self, event: dict[str, Any], value: bytes | None = None) -> None:
+        self._out.write((encode(event) if value is None else value) + b"\n")
 
     def send_dead_letter(self, record: dict[str, Any]) -> None:
         self._err.write(b"dead-letter: " + encode(record) + b"\n")
@@ -80,8 +83,9 @@ class KafkaMessages:
         self._limit = config.max_request_size - 512
         self._policy = config.oversize_policy
 
-    def event(self, event: dict[str, Any]) -> Message:
-        value = encode(event)
+    def event(self, event: dict[str, Any], value: bytes | None = None) -> Message:
+        if value is None:
+            value = encode(event)
         if len(value) > self._limit:
             return self._oversize(event, len(value))
         return (self._topic, event_key(event), value, _headers(event))
@@ -168,6 +172,11 @@ class KafkaProducerSink:
     def produce(self, message: Message) -> None:
         topic, key, value, headers = message
         try:
+            if key.endswith(BROADCAST_KEY_SUFFIX):
+                for partition in sorted(self._producer.partitions_for(topic) or ()):
+                    future = self._producer.send(topic, key=key, value=value, headers=headers, partition=partition)
+                    future.add_errback(self._failed)
+                return
             future = self._producer.send(topic, key=key, value=value, headers=headers)
         except KafkaTimeoutError as exc:
             raise SinkError(f"Kafka did not accept a message within kafka.max_block_ms: {exc}") from None
@@ -175,8 +184,8 @@ class KafkaProducerSink:
             raise SinkError(f"Kafka send failed: {exc}") from None
         future.add_errback(self._failed)
 
-    def send(self, event: dict[str, Any]) -> None:
-        self.produce(self._messages.event(event))
+    def send(self, event: dict[str, Any], value: bytes | None = None) -> None:
+        self.produce(self._messages.event(event, value))
 
     def send_dead_letter(self, record: dict[str, Any]) -> None:
         self.produce(self._messages.dead_letter(record))

@@ -1,9 +1,9 @@
 """Fitting an event under the broker's message size limit (kafka.oversize_policy: truncate).
 
-Only the big free-text fields are cut: post_content (in the row and in `changes`) and meta values
-(also those in a post_snapshot's meta list).
-What was cut is always flagged with the full size and SHA-256 of the original, so a consumer knows
-to fetch it from WordPress. Pure: no I/O.
+Only the big free-text fields are cut: post_content (in the row and in `changes`), meta values and
+previous values (also those in a post_snapshot's meta list).
+What was cut is always flagged the same way, beside the cut field: `X_truncated`, `X_bytes` and
+`X_sha256` of the full original, so a consumer knows to fetch it from WordPress. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -24,36 +24,40 @@ def _apply(event: dict[str, Any], cap: int) -> dict[str, Any]:
     e = copy.deepcopy(event)
     data = e.get("data", {})
     post = data.get("post")
-    if isinstance(post, dict) and isinstance(post.get("post_content"), str):
-        full = post["post_content"].encode("utf-8", "surrogatepass")
-        if len(full) > cap:
-            if not post.get("content_truncated"):
-                post["content_bytes"] = len(full)
-                post["content_sha256"] = hashlib.sha256(full).hexdigest()
-            post["content_truncated"] = True
-            post["post_content"] = _cut(post["post_content"], cap)
+    if isinstance(post, dict):
+        _cut_field(post, "post_content", "content", cap)
     change = data.get("changes", {}).get("post_content")
     if isinstance(change, dict):
         for side in ("old", "new"):
-            if isinstance(change.get(side), str):
-                change[side] = _cut(change[side], cap)
+            _cut_field(change, side, side, cap)
     if "meta_id" in data:
         _cut_meta(data, cap)
-        if isinstance(data.get("previous_value"), str):
-            data["previous_value"] = _cut(data["previous_value"], cap)
+        _cut_field(data, "previous_value", "previous_value", cap)
     for item in data.get("meta", ()):  # a post_snapshot's meta rows
         _cut_meta(item, cap)
     return e
 
 
+def _cut_field(holder: dict[str, Any], name: str, flag: str, cap: int) -> bool:
+    """Cut holder[name] to `cap` bytes and say so the one way every cut value says it:
+    `{flag}_truncated`, `{flag}_bytes` and `{flag}_sha256` of the full original beside it. A value
+    the mapper already cut (mapping.max_content_bytes) keeps the size and hash of the original."""
+    text = holder.get(name)
+    if not isinstance(text, str):
+        return False
+    full = text.encode("utf-8", "surrogatepass")
+    if len(full) <= cap:
+        return False
+    if not holder.get(f"{flag}_truncated"):
+        holder[f"{flag}_bytes"] = len(full)
+        holder[f"{flag}_sha256"] = hashlib.sha256(full).hexdigest()
+    holder[f"{flag}_truncated"] = True
+    holder[name] = _cut(text, cap)
+    return True
+
+
 def _cut_meta(data: dict[str, Any], cap: int) -> None:
-    value = data.get("value")
-    if isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) > cap:
-        full = value.encode("utf-8", "surrogatepass")
-        data["value_truncated"] = True
-        data["value_bytes"] = len(full)
-        data["value_sha256"] = hashlib.sha256(full).hexdigest()
-        data["value"] = _cut(value, cap)
+    if _cut_field(data, "value", "value", cap):
         data.pop("value_decoded", None)  # as large as the value: the raw prefix is what is left
 
 

@@ -138,8 +138,8 @@ class ProcessSink:
             elif len(self._batch) == 1:
                 self._pending.set()
 
-    def send(self, event: dict[str, Any]) -> None:
-        self._add(self._messages.event(event))
+    def send(self, event: dict[str, Any], value: bytes | None = None) -> None:
+        self._add(self._messages.event(event, value))
 
     def send_dead_letter(self, record: dict[str, Any]) -> None:
         self._add(self._messages.dead_letter(record))

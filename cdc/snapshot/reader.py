@@ -4,18 +4,41 @@ to the server, so it works on a replica."""
 
 from __future__ import annotations
 
+import codecs
 import time
 from typing import Any
 
 import pymysql
+from pymysql.constants import FIELD_TYPE
 
 from cdc.config import Config, FilterConfig
 from cdc.core.tables import TableKind, TableMatcher, table_name
+from cdc.core.values import INVALID_DATE, RawValue, invalid_text
 from cdc.errors import LookupUnavailable
 from cdc.snapshot.snapshotter import Chunk, SnapshotPost, SnapshotRequest
 from cdc.source.server import Server
 
-_DATE_COLUMNS = ("post_date", "post_date_gmt", "post_modified", "post_modified_gmt")
+_DATE_TYPES = frozenset({FIELD_TYPE.DATETIME, FIELD_TYPE.DATE, FIELD_TYPE.TIMESTAMP, FIELD_TYPE.NEWDATE})
+
+# pymysql decodes text strictly, and one value stored in a non-strict sql_mode (utf8mb4 holding the
+# bytes ED A0 80) would fail the whole chunk on every retry. Snapshot reads decode with
+# surrogateescape instead, which keeps the stored bytes recoverable, and _dicts turns such a value
+# into the RawValue the binlog decoders give for it.
+_LENIENT_UTF8 = "wpcdc_utf8_surrogateescape"
+
+
+def _lenient_utf8(name: str) -> codecs.CodecInfo | None:
+    if name != _LENIENT_UTF8:
+        return None
+    utf8 = codecs.lookup("utf-8")
+    return codecs.CodecInfo(
+        utf8.encode,
+        lambda data, errors="strict": codecs.utf_8_decode(data, "surrogateescape", True),
+        name=_LENIENT_UTF8,
+    )
+
+
+codecs.register(_lenient_utf8)
 
 
 class DatabaseChunkSource:
@@ -96,6 +119,9 @@ class DatabaseChunkSource:
         where, args = self._where(request)
         low = db.current_position()
         read_at = int(time.time())
+        strict = db.conn.encoding
+        if codecs.lookup(strict).name == "utf-8":
+            db.conn.encoding = _LENIENT_UTF8
         with db.conn.cursor() as cur:
             # One consistent read for the posts, their meta and their terms: the state at one instant
             # between the two watermarks.
@@ -135,12 +161,9 @@ class DatabaseChunkSource:
                         terms[t.pop("object_id")].append(t)
             finally:
                 cur.execute("COMMIT")
+                db.conn.encoding = strict
         high = db.current_position()
         by_id = {r["ID"]: r for r in rows}
-        for r in by_id.values():
-            for col in _DATE_COLUMNS:
-                if isinstance(r.get(col), str) and r[col].startswith("0000-00-00"):
-                    r[col] = None  # as the binlog decoder gives a zero date
         return Chunk(
             blog=blog,
             table=posts_t,
@@ -154,5 +177,20 @@ class DatabaseChunkSource:
 
 
 def _dicts(cur: Any) -> list[dict[str, Any]]:
+    """Rows as dicts, with the values the binlog decoders would give: None for a zero date, a
+    RawValue for a date pymysql could not convert (2024-00-15) or text that is not valid UTF-8."""
     names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    dates = [d[0] for d in cur.description if d[1] in _DATE_TYPES]
+    rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    for r in rows:
+        for col, v in r.items():
+            if type(v) is str and not v.isascii():
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:  # surrogateescape'd bytes: not valid UTF-8 as stored
+                    r[col] = invalid_text(v.encode("utf-8", "surrogateescape"), "utf-8")
+        for col in dates:
+            v = r[col]
+            if type(v) is str:  # pymysql hands back the text of a date it cannot convert
+                r[col] = None if not v.strip("0-: .") else RawValue(v, INVALID_DATE)
+    return rows

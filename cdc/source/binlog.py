@@ -9,6 +9,7 @@ refuses to start inside a transaction.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from pymysqlreplication.event import (
     NotImplementedEvent,
     QueryEvent,
     RotateEvent,
+    XAPrepareEvent,
     XidEvent,
 )
 from pymysqlreplication.row_event import (
@@ -33,9 +35,19 @@ from pymysqlreplication.row_event import (
 )
 
 from cdc.config import Config
-from cdc.core.changes import Idle, RowChange, SourceItem, TransactionEnd, UndecodableRows
+from cdc.core.changes import (
+    Idle,
+    PreparedRef,
+    RowChange,
+    SourceItem,
+    TableChange,
+    TransactionEnd,
+    UndecodableRows,
+    XAOutcome,
+    XAPrepared,
+)
 from cdc.core.position import BinlogPosition
-from cdc.core.tables import TableMatcher
+from cdc.core.tables import TableKind, TableMatcher
 from cdc.errors import PositionGoneError, SourceError
 from cdc.source import fast_decoding, mysql_events
 from cdc.source.mysql_events import PayloadError, TransactionPayloadEvent
@@ -46,7 +58,24 @@ log = logging.getLogger(__name__)
 # rows events (log_bin_compress). Seeing one means rows are being lost, so the source stops.
 # (MySQL's TRANSACTION_PAYLOAD_EVENT, type 40, is decoded: see mysql_events.)
 _UNDECODABLE_EVENT_TYPES = {165, 166, 167, 168, 169, 170, 171}
+_CAPTURED = frozenset({TableKind.POSTS, TableKind.POSTMETA, TableKind.TERM_RELATIONSHIPS})
 _MARIADB_GTID_STANDALONE = 0x01
+_MARIADB_GTID_PREPARED_XA = 0x40  # FL_PREPARED_XA: this transaction is XA START ... XA PREPARE
+# How the server writes an XID in the binlog (XA COMMIT X'7831',X'',1); a quoted form as a fallback.
+_XID_HEX = re.compile(r"X'([0-9A-F]*)'\s*,\s*X'([0-9A-F]*)'\s*,\s*(\d+)", re.I)
+# Table-level DDL that changes a captured table's rows (or its name) without any rows event.
+_NAME = r"(?:`(?:[^`]|``)+`|[0-9A-Za-z_$]+)(?:\s*\.\s*(?:`(?:[^`]|``)+`|[0-9A-Za-z_$]+))?"
+_NAME_RE = re.compile(_NAME)
+_TRUNCATE = re.compile(rf"^TRUNCATE\s+(?:TABLE\s+)?({_NAME})", re.I)
+_DROP = re.compile(rf"^DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?({_NAME}(?:\s*,\s*{_NAME})*)", re.I | re.S)
+_RENAME = re.compile(r"^RENAME\s+TABLES?\s+(.*)$", re.I | re.S)
+_RENAME_PAIR = re.compile(rf"({_NAME})\s+TO\s+({_NAME})", re.I)
+_ALTER_RENAME = re.compile(
+    rf"^ALTER\s+(?:ONLINE\s+)?(?:IGNORE\s+)?TABLE\s+({_NAME})\s.*?\bRENAME\s+(?:TO\s+|AS\s+)?(?!(?:COLUMN|INDEX|KEY)\b)({_NAME})",
+    re.I | re.S,
+)
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_XID_TEXT = re.compile(r"'((?:[^']|'')*)'(?:\s*,\s*'((?:[^']|'')*)')?(?:\s*,\s*(\d+))?")
 
 
 class _LibraryReconnected(Exception):
@@ -137,6 +166,7 @@ class BinlogSource:
                 DeleteRowsEvent,
                 TableMapEvent,
                 PartialUpdateRowsEvent,
+                XAPrepareEvent,
                 # The library drops events whose class is not listed, the table maps included.
                 *fast_decoding.EVENT_CLASSES,
                 *mysql_events.EVENT_CLASSES,
@@ -202,10 +232,16 @@ class BinlogSource:
         in_txn: bool | None = None
         stop_at = self._stop_at
         match = self._tables.match
+        # Where the current transaction can be read again from: the end of the previous one.
+        txn_from = self._start
+        # Row items of an XA transaction, held until its XA PREPARE: its outcome is decided later.
+        xa: list[RowChange | UndecodableRows] | None = None
 
         for ev in _unpack_payloads(reader):
             if isinstance(ev, RotateEvent):
                 file = ev.next_binlog
+                if not in_txn:
+                    txn_from = BinlogPosition(file, ev.position)
                 continue
             if isinstance(ev, HeartbeatLogEvent):
                 # A heartbeat is sent only when the dump thread has nothing left to send, so its
@@ -219,13 +255,36 @@ class BinlogSource:
                 # A MariaDB GTID event opens the transaction (it replaces BEGIN); MySQL's is followed
                 # by a BEGIN query. A standalone one (DDL) is closed by its single query.
                 in_txn = isinstance(ev, MariadbGtidEvent) and not standalone
+                xa = [] if isinstance(ev, MariadbGtidEvent) and ev.flags & _MARIADB_GTID_PREPARED_XA else None
+                continue
+            if isinstance(ev, XAPrepareEvent):
+                # The end of an XA transaction's part in the binlog, not its commit.
+                if in_txn is None:
+                    self._mid_transaction()
+                in_txn = False
+                end = _boundary(file, ev, gtid)
+                xid = xid_key(ev.xid_gtrid, ev.xid_bqual, ev.xid_format_id)
+                yield XAPrepared(PreparedRef(xid, txn_from, end.next_position), end, xa or [], ev.one_phase)
+                xa = None
+                txn_from = end.next_position
+                if stop_at is not None and stop_at <= end.next_position:
+                    return
                 continue
             if isinstance(ev, (QueryEvent, XidEvent)):
+                outcome: bool | None = None
                 if isinstance(ev, QueryEvent):
                     query = ev.query.strip().upper()
                     if query == "BEGIN":
                         in_txn = True
                         continue
+                    if query.startswith("XA "):
+                        verb = query[3:].lstrip()
+                        if verb.startswith("START"):  # MySQL: XA START opens the transaction (no BEGIN)
+                            in_txn = True
+                            xa = []
+                            continue
+                        if not in_txn and verb.startswith(("COMMIT", "ROLLBACK")):
+                            outcome = verb.startswith("COMMIT")
                     # COMMIT ends a non-transactional group; any other query outside a transaction
                     # (DDL) is a transaction of its own; inside one (SAVEPOINT, …) it ends nothing.
                     if query not in ("COMMIT", "ROLLBACK") and in_txn:
@@ -234,7 +293,18 @@ class BinlogSource:
                     self._mid_transaction()
                 in_txn = False
                 end = _boundary(file, ev, gtid)
-                yield end
+                xid = None
+                if outcome is not None:
+                    xid = parse_xid(ev.query.strip()[3:].lstrip()[6 if outcome else 8 :].lstrip())
+                    if xid is None:
+                        log.error(
+                            "cannot read the XID of %r at %s:%d; the prepared transaction it decides stays held",
+                            ev.query.strip()[:200], file, event_start(ev), extra={"event": "xa_unreadable"},
+                        )  # fmt: skip
+                if outcome is None and isinstance(ev, QueryEvent) and query[:1] in "TDRA":
+                    yield from self._table_changes(ev, file, gtid)
+                yield end if xid is None else XAOutcome(xid, bool(outcome), end)
+                txn_from = end.next_position
                 if stop_at is not None and stop_at <= end.next_position:
                     return
                 continue
@@ -245,7 +315,7 @@ class BinlogSource:
             if isinstance(ev, NotImplementedEvent):
                 if ev.event_type in _UNDECODABLE_EVENT_TYPES:
                     raise SourceError(
-                        f"binlog event type {ev.event_type} at {file}:{_start(ev)} "
+                        f"binlog event type {ev.event_type} at {file}:{event_start(ev)} "
                         "holds compressed rows that cannot be decoded",
                         "turn off log_bin_compress (MariaDB)",
                         fatal=True,
@@ -257,7 +327,7 @@ class BinlogSource:
             wp = match(ev.table)
             if wp is None:
                 continue
-            pos = _start(ev)
+            pos = event_start(ev)
             inner = getattr(ev, "payload_index", None)
             ts = ev.timestamp
             op = (
@@ -273,9 +343,16 @@ class BinlogSource:
                 rows = ev.rows
             except Exception as exc:  # undecodable row images: dead-letter them, do not crash-loop here
                 raw = bytes(ev.packet.packet.get_all_data())
-                yield UndecodableRows(op, ev.table, wp, file, pos, ts, gtid, f"{type(exc).__name__}: {exc}", raw, inner)
+                error = f"{type(exc).__name__}: {exc}"
+                bad = UndecodableRows(op, ev.table, wp, file, pos, ts, gtid, error, raw, inner)
+                if xa is not None:
+                    xa.append(bad)
+                else:
+                    yield bad
                 continue
-            if op == "update":
+            if xa is not None:
+                xa.extend(_row_changes(op, ev.table, wp, rows, file, pos, ts, gtid, inner))
+            elif op == "update":
                 for i, r in enumerate(rows):
                     yield RowChange(
                         "update", ev.table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid, inner
@@ -287,6 +364,18 @@ class BinlogSource:
                 for i, r in enumerate(rows):
                     yield RowChange("delete", ev.table, wp, r["values"], None, file, pos, i, ts, gtid, inner)
 
+    def _table_changes(self, ev: QueryEvent, file: str, gtid: str | None) -> Iterator[TableChange]:
+        raw = getattr(ev, "schema", b"")  # the statement's default database (USE ...)
+        schema = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
+        found = table_ddl(ev.query, schema, self._config.wordpress.database)
+        pos = event_start(ev)
+        for i, (kind, table, renamed_from, renamed_to) in enumerate(found):
+            wp = self._tables.match(table)
+            if wp is None or wp.kind not in _CAPTURED:
+                continue
+            statement = ev.query.strip()[:1000]
+            yield TableChange(kind, table, wp, renamed_from, renamed_to, i, file, pos, ev.timestamp, gtid, statement)
+
     def _mid_transaction(self) -> None:
         raise SourceError(
             f"binlog position {self._start} is inside a transaction; rows of that transaction would be lost",
@@ -294,6 +383,105 @@ class BinlogSource:
             "GTID/BEGIN event as shown by `mysqlbinlog`",
             fatal=True,
         )
+
+
+def _row_changes(
+    op: str, table: str, wp: Any, rows: list[dict[str, Any]], file: str, pos: int, ts: int, gtid: str | None,
+    inner: int | None = None,
+) -> Iterator[RowChange]:  # fmt: skip
+    for i, r in enumerate(rows):
+        if op == "update":
+            yield RowChange(op, table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid, inner)
+        elif op == "insert":
+            yield RowChange(op, table, wp, None, r["values"], file, pos, i, ts, gtid, inner)
+        else:
+            yield RowChange(op, table, wp, r["values"], None, file, pos, i, ts, gtid, inner)
+
+
+def table_ddl(query: str, schema: str, database: str) -> list[tuple[str, str, str | None, str | None]]:
+    """(kind, table, renamed_from, renamed_to) for each table of `database` that a TRUNCATE / DROP
+    TABLE / RENAME TABLE / ALTER TABLE ... RENAME statement empties, removes or renames; `schema` is
+    the statement's default database. A rename *to* a name in `database` counts too (the table with
+    that name is now another one). Names of other databases come back as written."""
+    text = _COMMENT.sub(" ", query).strip()
+
+    def parts(name: str) -> tuple[str, str]:
+        p = [x.strip().strip("`").replace("``", "`") for x in _split_name(name)]
+        return (p[0], p[1]) if len(p) == 2 else (schema, p[0])
+
+    def local(name: str) -> str | None:
+        db, table = parts(name)
+        return table if db == database else None
+
+    def written(name: str) -> str:
+        db, table = parts(name)
+        return table if db == database else f"{db}.{table}"
+
+    out: list[tuple[str, str, str | None, str | None]] = []
+
+    def renamed(old: str, new: str) -> None:
+        for side in (old, new):
+            if (t := local(side)) is not None:
+                out.append(("renamed", t, written(old), written(new)))
+
+    if m := _TRUNCATE.match(text):
+        if (t := local(m[1])) is not None:
+            out.append(("truncated", t, None, None))
+    elif m := _DROP.match(text):
+        out += [("dropped", t, None, None) for n in _NAME_RE.findall(m[1]) if (t := local(n)) is not None]
+    elif m := _RENAME.match(text):
+        for old, new in _RENAME_PAIR.findall(m[1]):
+            renamed(old, new)
+    elif m := _ALTER_RENAME.match(text):
+        renamed(m[1], m[2])
+    return out
+
+
+def _split_name(name: str) -> list[str]:
+    """`db`.`t` -> [`db`, `t`] without splitting on a dot inside backquotes."""
+    parts, current, quoted = [], "", False
+    for ch in name:
+        if ch == "`":
+            quoted = not quoted
+        if ch == "." and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return parts
+
+
+def xid_key(gtrid: bytes, bqual: bytes, format_id: int) -> str:
+    """An XID as the server writes it in XA COMMIT/ROLLBACK statements: X'gtrid',X'bqual',formatID."""
+    return f"X'{gtrid.hex()}',X'{bqual.hex()}',{format_id}"
+
+
+def parse_xid(text: str) -> str | None:
+    m = _XID_HEX.match(text)
+    if m:
+        return xid_key(bytes.fromhex(m[1]), bytes.fromhex(m[2]), int(m[3]))
+    m = _XID_TEXT.match(text)
+    if m:
+        unquote = lambda v: (v or "").replace("''", "'").encode()  # noqa: E731
+        return xid_key(unquote(m[1]), unquote(m[2]), int(m[3] or 1))
+    return None
+
+
+def event_start(ev: Any) -> int:
+    """Where the event starts in its file, as SHOW BINLOG EVENTS (Pos) and mysqlbinlog (`# at`) show it.
+
+    The header's log_pos is the end of the event and the header's event_size its whole length. The
+    library's `ev.event_size` is shorter (it leaves out the 19-byte header and the 4-byte checksum),
+    so subtracting that one lands 23 bytes inside the event. Every position wpcdc publishes comes
+    from here. An event inside a compressed transaction has no position of its own (its header says
+    0; SHOW BINLOG EVENTS prints the payload's end): it is identified by its payload's start and its
+    `payload_index` (RowChange.event).
+    """
+    payload = getattr(ev, "payload", None)
+    if payload is not None:
+        ev = payload
+    return int(ev.packet.log_pos - ev.packet.event_size)
 
 
 class PartialJsonImage(Exception):
@@ -305,7 +493,8 @@ def _refuse_partial_json(ev: PartialUpdateRowsEvent) -> None:
     PARTIAL_UPDATE_ROWS event. Only JSON columns get partial (diff) after images; other columns are
     full, so tables without JSON columns (every WordPress core table) decode exactly. For a table
     with a JSON column the library returns the diff, or None for an unchanged column: a wrong after
-    image. Such events are dead-lettered (with their raw bytes), never emitted as updates."""
+    image. Such events are dead-lettered (with their raw bytes), never emitted as updates, and never
+    a stop that every restart would hit again."""
     json_columns = [c.name for c in ev.columns if c.type == FIELD_TYPE.JSON]
     if json_columns:
         raise PartialJsonImage(
@@ -313,15 +502,6 @@ def _refuse_partial_json(ev: PartialUpdateRowsEvent) -> None:
             f"JSON column(s) {', '.join(map(str, json_columns))}; SET GLOBAL binlog_row_value_options='' "
             "on the source (and in the sessions that set it) so updates are logged with full images"
         )
-
-
-def _start(ev: Any) -> int:
-    """The one place that computes an event's position. An event inside a compressed transaction
-    has no position of its own: it is identified by its payload's position (and `payload_index`)."""
-    payload = getattr(ev, "payload", None)
-    if payload is not None:
-        ev = payload
-    return int(ev.packet.log_pos - ev.event_size)
 
 
 def _unpack_payloads(reader: BinLogStreamReader) -> Iterator[Any]:
@@ -333,10 +513,10 @@ def _unpack_payloads(reader: BinLogStreamReader) -> Iterator[Any]:
         try:
             yield from ev.events()
         except PayloadError as exc:
-            at = f"{reader.log_file}:{_start(ev)}"
+            start = event_start(ev)
             raise SourceError(
-                f"the compressed transaction at {at} cannot be read: {exc}",
-                f"check it with `mysqlbinlog --start-position={_start(ev)} {reader.log_file}`; if the server "
+                f"the compressed transaction at {reader.log_file}:{start} cannot be read: {exc}",
+                f"check it with `mysqlbinlog --start-position={start} {reader.log_file}`; if the server "
                 "wrote it correctly this is a wpcdc bug (please report it with that output); to go on without "
                 f"this transaction, `wpcdc checkpoint set {reader.log_file}:{ev.packet.log_pos}`",
                 fatal=True,

@@ -14,6 +14,11 @@ Two hot spots on a WordPress binlog (see shared/notes/binlog-pitfalls.md):
 3. Transaction boundaries: a GTID and an XID event per transaction, each built through the
    library's generic constructor; FastPacketWrapper sets their few attributes directly.
 
+4. Values a non-strict sql_mode let in (bytes not valid in a text column's character set, dates
+   with a zero month or day) become a `cdc.core.values.RawValue` in that column, in the fast
+   decoders and in the library's own readers alike (overridden below), instead of failing the
+   whole rows event or turning into null.
+
 All are switched per reader by an attribute on its control connection (every event is handed
 that connection), so `source.fast_decoding: false` restores the library's own code paths; a test
 decodes the same binlog both ways and compares every event.
@@ -34,6 +39,7 @@ from pymysqlreplication.event import BinLogEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 from pymysqlreplication.table import Table
 
+from cdc.core.values import invalid_date, invalid_datetime, invalid_text
 from cdc.source import mysql_events
 
 MEMO_ATTRIBUTE = "_wpcdc_table_map_memo"
@@ -110,7 +116,12 @@ def _text(length_size: int, encoding: str | None) -> Decoder:
         end = pos + length_size
         n = data[pos] if length_size == 1 else int.from_bytes(data[pos:end], "little")
         raw = data[end : end + n]
-        return (raw.decode(encoding) if encoding is not None else raw), end + n
+        if encoding is None:
+            return raw, end + n
+        try:
+            return raw.decode(encoding), end + n
+        except UnicodeDecodeError:  # stored in a non-strict sql_mode: this value, not the whole event
+            return invalid_text(raw, encoding), end + n
 
     return dec
 
@@ -135,11 +146,12 @@ def _datetime2(fsp: int) -> Decoder:
     def dec(data: bytes, pos: int) -> tuple[Any, int]:
         v = int.from_bytes(data[pos : pos + 5], "big")
         ym = (v >> 22) & 0x1FFFF
-        try:
-            t = datetime.datetime(ym // 13, ym % 13, (v >> 17) & 31, (v >> 12) & 31, (v >> 6) & 63, v & 63)
-        except ValueError:  # zero dates (0000-00-00 00:00:00): the library returns None
-            return None, pos + 5 + size
+        parts = (ym // 13, ym % 13, (v >> 17) & 31, (v >> 12) & 31, (v >> 6) & 63, v & 63)
         m = micro(data, pos + 5)
+        try:
+            t = datetime.datetime(*parts)
+        except ValueError:  # null for the zero date, the server's text for a partial one (2024-00-15)
+            return invalid_datetime(*parts, m, fsp), pos + 5 + size
         return (t.replace(microsecond=m) if m > 0 else t), pos + 5 + size
 
     return dec
@@ -159,10 +171,14 @@ def _timestamp2(fsp: int) -> Decoder:
 
 def _date(data: bytes, pos: int) -> tuple[Any, int]:
     v = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
-    year, month, day = (v >> 9) & 0x7FFF, (v >> 5) & 15, v & 31
-    if v == 0 or year == 0 or month == 0 or day == 0:
-        return None, pos + 3
-    return datetime.date(year, month, day), pos + 3
+    return _date_value((v >> 9) & 0x7FFF, (v >> 5) & 15, v & 31), pos + 3
+
+
+def _date_value(year: int, month: int, day: int) -> Any:
+    try:
+        return datetime.date(year, month, day)
+    except ValueError:  # null for 0000-00-00, the server's text for 2024-00-15 or 2024-02-31
+        return invalid_date(year, month, day)
 
 
 def _year(data: bytes, pos: int) -> tuple[Any, int]:
@@ -229,7 +245,11 @@ def _generate(names: list[str], specs: list[Spec]) -> Callable[[bytes, int], tup
     """One function per table for rows without NULLs (every row of WordPress's NOT NULL columns):
     straight-line reads, adjacent fixed-width columns in one struct call, no per-column calls for
     text. Same values as the per-column loop, which still handles rows with NULLs."""
-    env: dict[str, Any] = {"int_from_bytes": int.from_bytes, "datetime": datetime.datetime}
+    env: dict[str, Any] = {
+        "int_from_bytes": int.from_bytes,
+        "datetime": datetime.datetime,
+        "invalid_datetime": invalid_datetime,
+    }
     lines = ["def decode(data, pos):"]
     i = 0
     while i < len(specs):
@@ -264,7 +284,8 @@ def _generate(names: list[str], specs: list[Spec]) -> Callable[[bytes, int], tup
                 "    try:",
                 f"        v{i} = datetime(ym // 13, ym % 13, (x >> 17) & 31, (x >> 12) & 31, (x >> 6) & 63, x & 63)",
                 "    except ValueError:",
-                f"        v{i} = None",
+                f"        v{i} = invalid_datetime(ym // 13, ym % 13, (x >> 17) & 31, (x >> 12) & 31, "
+                "(x >> 6) & 63, x & 63, 0, 0)",
                 "    pos += 5",
             ]
         else:
@@ -327,19 +348,67 @@ class _FastRows:
         nulls = data[start:pos]
         values: dict[str, Any]
         if nulls == plan.no_nulls_padded or nulls == plan.no_nulls:
-            values, pos = plan.straight(data, pos)
+            try:
+                values, pos = plan.straight(data, pos)
+            except UnicodeDecodeError:  # a bad value: the per-column decoders hand it on as a RawValue
+                values, pos = _per_column(plan, nulls, data, pos)
         else:
-            values = {}
-            for i, (name, dec) in enumerate(plan.columns):
-                if nulls[i >> 3] & (1 << (i & 7)):
-                    values[name] = None
-                else:
-                    values[name], pos = dec(data, pos)
+            values, pos = _per_column(plan, nulls, data, pos)
         if pos > len(data):
             raise ValueError("row image runs past the end of the event")
         raw._position = pos
         wrapper.read_bytes += pos - start
         return values
+
+    # The library's own readers (used without fast decoding, and for tables the plan does not
+    # cover) fail the whole rows event on one value that is not valid in its character set, and
+    # turn partial zero dates into null. These give the same RawValue as the fast decoders.
+    # (Python mangles the library's `self.__read_string` to these names.)
+
+    def _RowsEvent__read_string(self, size: int, column: Any) -> Any:
+        raw = self.packet.read_length_coded_pascal_string(size)  # type: ignore[attr-defined]
+        encoding = "utf-8"
+        if column.character_set_name is not None:
+            encoding = self.charset_to_encoding(column.character_set_name)  # type: ignore[attr-defined]
+        try:
+            return raw.decode(encoding, "ignore" if self._ignore_decode_errors else "strict")  # type: ignore[attr-defined]
+        except LookupError:  # a character set Python lacks: the raw bytes, as the library does
+            return raw
+        except UnicodeDecodeError:
+            return invalid_text(raw, encoding)
+
+    def _RowsEvent__read_datetime2(self, column: Any) -> Any:
+        v = self.packet.read_int_be_by_size(5)  # type: ignore[attr-defined]
+        ym = (v >> 22) & 0x1FFFF
+        parts = (ym // 13, ym % 13, (v >> 17) & 31, (v >> 12) & 31, (v >> 6) & 63, v & 63)
+        micro = self._RowsEvent__read_fsp(column)  # type: ignore[attr-defined]
+        try:
+            t = datetime.datetime(*parts)
+        except ValueError:
+            return invalid_datetime(*parts, micro, column.fsp)
+        return t.replace(microsecond=micro) if micro > 0 else t
+
+    def _RowsEvent__read_datetime(self) -> Any:
+        day, time = divmod(self.packet.read_uint64(), 1_000_000)  # type: ignore[attr-defined]
+        parts = (day // 10000, day % 10000 // 100, day % 100, time // 10000, time % 10000 // 100, time % 100)
+        try:
+            return datetime.datetime(*parts)
+        except ValueError:
+            return invalid_datetime(*parts, 0, 0)
+
+    def _RowsEvent__read_date(self) -> Any:
+        v = self.packet.read_uint24()  # type: ignore[attr-defined]
+        return _date_value((v >> 9) & 0x7FFF, (v >> 5) & 15, v & 31)
+
+
+def _per_column(plan: _Plan, nulls: bytes, data: bytes, pos: int) -> tuple[dict[str, Any], int]:
+    values: dict[str, Any] = {}
+    for i, (name, dec) in enumerate(plan.columns):
+        if nulls[i >> 3] & (1 << (i & 7)):
+            values[name] = None
+        else:
+            values[name], pos = dec(data, pos)
+    return values, pos
 
 
 class FastWriteRowsEvent(_FastRows, WriteRowsEvent):

@@ -126,17 +126,60 @@ class Server:
             raise PreflightError("binary logging is off on the source (log_bin=OFF)", "start the server with log_bin")
         return BinlogPosition(logs[0], 4)
 
+    def resume_position(self, position: BinlogPosition, gtid: str | None, what: str = "checkpoint") -> BinlogPosition:
+        """Where to resume for a checkpoint at `position` whose last transaction was `gtid`: the
+        position itself while its file exists; the start of the oldest file when `position`'s file was
+        purged but provably had nothing after `gtid` (a quiet rotation, then a purge); else
+        PositionGoneError (a real gap)."""
+        logs = self.binary_logs()
+        if position.file in logs:
+            return position
+        if logs and gtid and position < BinlogPosition(logs[0], 4) and self._nothing_after(gtid, logs[0]):
+            return BinlogPosition(logs[0], 4)
+        raise self._gone(position, logs, what)
+
+    def _nothing_after(self, gtid: str, file: str) -> bool:
+        """True when the server wrote no transaction after MariaDB GTID `gtid` before `file` began.
+
+        A MariaDB binlog file starts with a Gtid_list event: the last GTID of every domain and server
+        written before the file. If the only domain there is `gtid`'s and its newest GTID is `gtid`
+        itself, the purged files held nothing after it. Other domains could have written after it
+        unseen (their GTIDs carry no order against ours), so then the answer is no."""
+        parts = gtid.split("-")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            return False  # not a MariaDB GTID (MySQL's Previous_gtids would need its own rule)
+        try:
+            rows = self.query(f"SHOW BINLOG EVENTS IN '{file}' LIMIT 3")
+        except pymysql.err.MySQLError:
+            return False
+        for row in rows:
+            if str(row[2]) != "Gtid_list":
+                continue
+            listed = [g.split("-") for g in str(row[5]).strip().strip("[]").split(",") if g.strip()]
+            if not listed or any(len(g) != 3 or not all(p.strip().isdigit() for p in g) for g in listed):
+                return False
+            domain, _, seq = parts
+            if any(g[0].strip() != domain for g in listed):
+                return False
+            newest = max(listed, key=lambda g: int(g[2]))
+            return [p.strip() for p in newest] == parts and int(newest[2]) == int(seq)
+        return False
+
     def require_position(self, position: BinlogPosition, what: str = "checkpoint") -> None:
         logs = self.binary_logs()
         if position.file not in logs:
-            oldest = logs[0] if logs else "(none)"
-            raise PositionGoneError(
-                f"the {what} {position} names binlog file {position.file}, which the server no longer has "
-                f"(oldest available: {oldest})",
-                f"events between the {what} and {oldest}:4 are gone. Either replay from the oldest file knowing "
-                f"there is a gap (`wpcdc checkpoint set {oldest}:4`) or re-snapshot, and raise "
-                "binlog_expire_logs_seconds so the binlog outlives wpcdc's downtime",
-            )
+            raise self._gone(position, logs, what)
+
+    @staticmethod
+    def _gone(position: BinlogPosition, logs: list[str], what: str) -> PositionGoneError:
+        oldest = logs[0] if logs else "(none)"
+        return PositionGoneError(
+            f"the {what} {position} names binlog file {position.file}, which the server no longer has "
+            f"(oldest available: {oldest})",
+            f"events between the {what} and {oldest}:4 are gone. Either replay from the oldest file knowing "
+            f"there is a gap (`wpcdc checkpoint set {oldest}:4`) or re-snapshot, and raise "
+            "binlog_expire_logs_seconds so the binlog outlives wpcdc's downtime",
+        )
 
     def gtid_executed(self) -> GtidSet:
         """The server's executed GTIDs (MySQL gtid_executed, tags kept; MariaDB gtid_binlog_pos)."""

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from cdc.mapping.events import EVENT_MODELS
+from cdc.mapping.events import EVENT_MODELS, SCHEMA_VERSION
 from tests.integration.conftest import Record, Site
 
 pytestmark = pytest.mark.integration
@@ -92,7 +92,7 @@ def test_post_lifecycle_meta_and_terms_reach_kafka_as_domain_events(site: Site) 
         EVENT_MODELS[r.value["event_type"]].model_validate(r.value)
         assert r.headers["event_type"] == r.value["event_type"]
         assert r.headers["event_id"] == r.value["event_id"]
-        assert r.headers["schema_version"] == "1"
+        assert r.headers["schema_version"] == str(SCHEMA_VERSION)
         assert "hunter2" not in str(r.value)
     created = events[0].value
     assert created["data"]["post"]["post_title"] == "Hello 😀 world"

@@ -102,3 +102,58 @@ def test_mysql_tls_settings(tmp_path: Path) -> None:
     }  # fmt: skip
     no_identity = parse_config({"mysql": {"tls": True, "tls_ca_file": str(ca), "tls_verify_identity": False}})
     assert no_identity.mysql.tls_settings()["ssl_verify_identity"] is False
+
+
+SECRET = "hunter2-Zq9"
+
+
+@pytest.mark.parametrize(
+    "password_line",
+    [
+        f'  password: "{SECRET}',  # unterminated quote
+        f"  password: {SECRET}: x",  # a colon in an unquoted password
+        f"  password: *{SECRET}",  # read as a YAML alias
+        f"  password: [{SECRET}",  # read as a flow sequence
+        f"  password: '{SECRET}'{SECRET}",  # text after the closing quote
+        f"\tpassword: {SECRET}",  # a tab
+        f"  password:{SECRET}\n  user: x",  # no space after the colon
+    ],
+)
+def test_a_yaml_error_on_the_password_line_never_prints_the_password(tmp_path: Path, password_line: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"mysql:\n  host: db\n{password_line}\n  port: 3306\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    shown = f"{err.value.problem} {err.value.fix} {err.value}"
+    assert SECRET not in shown and SECRET[:5] not in shown
+    assert "line " in err.value.problem  # still says where
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"mysql": {"password": [SECRET]}},
+        {"mysql": {"password": {SECRET: 1}}},
+        {"mysql": {f"password {SECRET}": 1}},
+        {"kafka": {"sasl_password": [SECRET], "sasl_password_file": SECRET}},
+        {"mysql": {f"{SECRET}-password": SECRET}},
+    ],
+)
+def test_a_validation_error_on_a_secret_key_never_prints_the_value(data: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    shown = f"{err.value.problem} {err.value.fix} {err.value}"
+    assert SECRET not in shown
+    assert "not shown" in err.value.problem
+
+
+@pytest.mark.parametrize(
+    "content", [f"mysql:\n  password: {SECRET}\x00\n".encode(), f"mysql:\n  password: {SECRET}\xff\n".encode("latin-1")]
+)
+def test_unreadable_bytes_in_the_file_are_a_config_error_without_the_text(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert SECRET not in f"{err.value.problem} {err.value.fix}"
+    assert "line 2" in err.value.problem or "byte 30" in err.value.problem

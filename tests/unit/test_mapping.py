@@ -342,3 +342,20 @@ def test_unexpected_type_goes_to_dead_letter() -> None:
 def test_same_change_maps_to_same_ids_twice() -> None:
     c = change(P, "update", before=post_row(2), after=post_row(2, post_status="publish"))
     assert [e["event_id"] for e in mapper().map(c).events] == [e["event_id"] for e in mapper().map(c).events]
+
+
+def test_raw_values_are_published_with_a_warning_naming_the_column() -> None:
+    from cdc.core.values import INVALID_DATE, RawValue, invalid_text
+
+    bad_title = invalid_text(b"A\xed\xa0\x80B", "utf-8")
+    before = post_row(1, post_title=bad_title, post_date=RawValue("2024-00-15 10:00:00", INVALID_DATE))
+    after = post_row(1, post_title="fixed", post_date=RawValue("2024-00-15 10:00:00", INVALID_DATE))
+    (e,) = Mapper(WordPressState(NoLookup()), 1).map(change(TableKind.POSTS, "update", before, after)).events
+    assert e["data"]["changes"]["post_title"] == {"old": "A\ufffd\ufffd\ufffdB", "new": "fixed"}
+    assert e["data"]["post"]["post_date"] == "2024-00-15 10:00:00"
+    assert e["column_warnings"] == [
+        {"image": "before", "column": "post_date", "problem": "invalid_date"},
+        {"image": "before", "column": "post_title", "problem": "invalid_text"},
+        {"image": "after", "column": "post_date", "problem": "invalid_date"},
+    ]
+    ev.PostUpdated.model_validate(e)

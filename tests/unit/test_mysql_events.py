@@ -176,7 +176,7 @@ def test_an_unreadable_payload_stops_the_stream_naming_the_transaction_and_the_w
 
     monkeypatch.setattr(binlogstream, "BinLogPacketWrapper", _RecordingWrapper)
     bad = _payload(b"whatever", compression=7)
-    bad.event_size = 300 - 23  # its wrapper's log_pos is 5000
+    bad.packet.event_size = 300  # the whole event, header included: it starts at 5000 - 300
 
     class Reader(list[Any]):
         log_file = "binlog.000042"
@@ -184,5 +184,5 @@ def test_an_unreadable_payload_stops_the_stream_naming_the_transaction_and_the_w
     with pytest.raises(SourceError) as info:
         list(_unpack_payloads(Reader([bad])))  # type: ignore[arg-type]
     text = str(info.value) + " " + str(info.value.fix)
-    assert "compressed transaction at binlog.000042:4723" in text and "compression type 7" in text
+    assert "compressed transaction at binlog.000042:4700" in text and "compression type 7" in text
     assert "wpcdc checkpoint set binlog.000042:5000" in text and info.value.fatal

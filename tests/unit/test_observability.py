@@ -3,9 +3,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import time
+import urllib.request
 
 from cdc.core.position import BinlogPosition
+from cdc.ops.http_server import ObservabilityServer
 from cdc.ops.logs import JsonFormatter
 from cdc.ops.metrics import Metrics
 from cdc.ops.progress import RangeProgress
@@ -76,3 +79,31 @@ def test_counters_catch_up_with_the_run_totals_without_double_counting() -> None
     assert m.value("wpcdc_events_published_total", {"event_type": "post_created"}) == 4
     assert m.value("wpcdc_events_published_total", {"event_type": "post_snapshot"}) == 7
     assert m.value("wpcdc_rows_filtered_total", {"reason": "guid_backfill"}) == 2
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """True when the server closes the connection (EOF or reset) within the client's safety
+    timeout; False when it keeps it open that long."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_metrics_server_closes_idle_connections_and_caps_them() -> None:
+    server = ObservabilityServer(Metrics(), "127.0.0.1", 0, 60, idle_timeout=0.5, max_connections=2).start()
+    try:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(2)]
+        # Both slots are held by clients that send nothing: the next connection gets no thread.
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        assert _closed_by_server(extra)
+        # The idle ones are closed by the server's per-connection timeout, not kept forever.
+        assert all(_closed_by_server(s) for s in idle)
+        for s in (*idle, extra):
+            s.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=30) as reply:
+            assert reply.status == 200  # the slots were given back
+    finally:
+        server.stop()

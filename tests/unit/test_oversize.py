@@ -101,3 +101,70 @@ def test_a_snapshot_cuts_its_meta_values_and_post_content() -> None:
     assert small == {"meta_id": 2, "meta_key": "small", "value": "x"}
     assert out["data"]["post"]["content_truncated"] is True
     ev.EVENT_MODELS[ev.POST_SNAPSHOT].model_validate(out)
+
+
+def _flag_of(path: tuple[str, ...]) -> str:
+    return "content" if path[-1] == "post_content" else path[-1]
+
+
+def _cut_without_a_flag(original: object, cut: object, path: tuple[str, ...] = ()) -> list[str]:
+    """Every string that differs between an event and its shrunk copy must be flagged beside it
+    with the original's size and hash, the same way everywhere."""
+    problems: list[str] = []
+    if isinstance(original, dict) and isinstance(cut, dict):
+        for key, value in original.items():
+            if key not in cut:
+                continue
+            if isinstance(value, str) and cut[key] != value:
+                flag, full = _flag_of((*path, key)), value.encode()
+                if not (
+                    cut.get(f"{flag}_truncated") is True
+                    and cut.get(f"{flag}_bytes") == len(full)
+                    and cut.get(f"{flag}_sha256") == hashlib.sha256(full).hexdigest()
+                ):
+                    problems.append(".".join((*path, key)))
+            else:
+                problems += _cut_without_a_flag(value, cut[key], (*path, key))
+    elif isinstance(original, list) and isinstance(cut, list):
+        for i, (a, b) in enumerate(zip(original, cut, strict=True)):
+            problems += _cut_without_a_flag(a, b, (*path, str(i)))
+    return problems
+
+
+def test_every_cut_value_is_flagged_the_same_way() -> None:
+    events = [
+        one(change(TableKind.POSTMETA, "update", meta_row(1, 1, "k", BIG), meta_row(1, 1, "k", BIG + "!"))),
+        one(change(TableKind.POSTMETA, "update", meta_row(1, 1, "k", BIG), meta_row(1, 1, "k", "small"))),
+        one(change(TableKind.POSTMETA, "delete", before=meta_row(1, 1, "k", BIG))),
+        one(change(TableKind.POSTS, "update", post_row(1, post_content=BIG), post_row(1, post_content=BIG + "!"))),
+        one(change(TableKind.POSTS, "update", post_row(1, post_content=BIG), post_row(1, post_content="short"))),
+    ]
+    for e in events:
+        out = shrink_to_fit(e, 30_000)
+        assert out is not None and len(orjson.dumps(out)) <= 30_000
+        assert _cut_without_a_flag(e, out) == []
+        assert out != e  # something was cut
+        ev.EVENT_MODELS[out["event_type"]].model_validate(out)
+    deleted = shrink_to_fit(events[2], 30_000)
+    assert deleted is not None and deleted["data"]["previous_value_truncated"] is True
+    assert deleted["data"]["previous_value_bytes"] == 80_000
+    updated = shrink_to_fit(events[4], 30_000)
+    assert updated is not None
+    content = updated["data"]["changes"]["post_content"]
+    assert content["old_truncated"] is True and content["new"] == "short" and "new_truncated" not in content
+
+
+def test_content_cut_by_the_mapper_in_changes_is_flagged_with_the_original() -> None:
+    mapper = Mapper(
+        WordPressState(NoLookup()), 1, mapping=parse_config({"mapping": {"max_content_bytes": 1000}}).mapping
+    )
+    c = change(TableKind.POSTS, "update", post_row(1, post_content=BIG), post_row(1, post_content=BIG + "!"))
+    e = mapper.map(c).events[0]
+    content = e["data"]["changes"]["post_content"]
+    assert len(content["old"].encode()) <= 1000 and content["old_truncated"] is True
+    assert content["old_bytes"] == 80_000 and content["new_bytes"] == 80_001
+    assert content["new_sha256"] == hashlib.sha256((BIG + "!").encode()).hexdigest()
+    # Cut again to fit the broker: the size and hash still describe the original, not the first cut.
+    out = shrink_to_fit(e, 5_000)
+    assert out is not None and out["data"]["changes"]["post_content"]["old_bytes"] == 80_000
+    ev.PostUpdated.model_validate(out)

@@ -90,5 +90,5 @@ def test_the_checker_catches_removal_retyping_and_optionality() -> None:
     assert any("post_type: no longer required" in p for p in incompatibilities(base, optional))
 
     version = copy.deepcopy(base)
-    version["properties"]["schema_version"]["const"] = 2
+    version["properties"]["schema_version"]["const"] = SCHEMA_VERSION + 1
     assert any("schema_version: constant" in p for p in incompatibilities(base, version))
