@@ -139,15 +139,17 @@ class Server:
         raise self._gone(position, logs, what)
 
     def _nothing_after(self, gtid: str, file: str) -> bool:
-        """True when the server wrote no transaction after MariaDB GTID `gtid` before `file` began.
+        """True when the server wrote no transaction after GTID `gtid` before `file` began (MariaDB; MySQL below).
 
         A MariaDB binlog file starts with a Gtid_list event: the last GTID of every domain and server
         written before the file. If the only domain there is `gtid`'s and its newest GTID is `gtid`
         itself, the purged files held nothing after it. Other domains could have written after it
         unseen (their GTIDs carry no order against ours), so then the answer is no."""
+        if ":" in gtid:
+            return self._nothing_after_mysql(gtid, file)
         parts = gtid.split("-")
         if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            return False  # not a MariaDB GTID (MySQL's Previous_gtids would need its own rule)
+            return False
         try:
             rows = self.query(f"SHOW BINLOG EVENTS IN '{file}' LIMIT 3")
         except pymysql.err.MySQLError:
@@ -163,6 +165,40 @@ class Server:
                 return False
             newest = max(listed, key=lambda g: int(g[2]))
             return [p.strip() for p in newest] == parts and int(newest[2]) == int(seq)
+        return False
+
+    def _nothing_after_mysql(self, gtid: str, file: str) -> bool:
+        """The MySQL form of _nothing_after: a MySQL binlog file starts with a Previous_gtids event,
+        the GTID set executed before the file. If that set names only `gtid`'s server (uuid, no tags)
+        and its highest transaction number is `gtid`'s, nothing with a GTID came after it; with
+        gtid_mode=ON nothing without one can have (anonymous transactions are refused). Anything
+        else (other servers, tags, gtid_mode not ON) is not provable: the answer is no."""
+        uuid, _, number = gtid.partition(":")
+        if not number.isdigit() or ":" in number:
+            return False
+        try:
+            mode = self.query("SELECT @@GLOBAL.gtid_mode")[0][0]
+            rows = self.query(f"SHOW BINLOG EVENTS IN '{file}' LIMIT 3")
+        except pymysql.err.MySQLError:
+            return False
+        if str(mode).upper() != "ON":
+            return False
+        for row in rows:
+            if str(row[2]) != "Previous_gtids":
+                continue
+            members = [m.strip() for m in str(row[5]).replace("\n", "").split(",") if m.strip()]
+            if len(members) != 1:
+                return False
+            listed_uuid, *intervals = members[0].split(":")
+            if listed_uuid.lower() != uuid.lower() or not intervals:
+                return False
+            ends = []
+            for interval in intervals:
+                low, _, high = interval.partition("-")
+                if not low.isdigit() or (high and not high.isdigit()):
+                    return False  # a tag (MySQL >= 8.3) or something unknown
+                ends.append(int(high or low))
+            return max(ends) == int(number)
         return False
 
     def require_position(self, position: BinlogPosition, what: str = "checkpoint") -> None:

@@ -1,8 +1,27 @@
+from collections.abc import Iterator
 from typing import Any
 
-from tests.integration.conftest import make_site, site  # noqa: F401 - shared fixtures
+import pytest
 
-FIGURES: list[str] = []
+from tests.integration.conftest import Stack, make_site, site  # noqa: F401 - shared fixtures
+
+
+class _Figures(list[str]):
+    """Each figure names the server of the leg it was measured on."""
+
+    server = ""
+
+    def append(self, line: str) -> None:
+        super().append(f"{self.server:8} {line}")
+
+
+FIGURES = _Figures()
+
+
+@pytest.fixture(autouse=True)
+def _figures_server(stack: Stack) -> Iterator[None]:
+    FIGURES.server = stack.kind
+    yield
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -148,3 +148,35 @@ def test_mysql_all_privileges_listed_one_by_one_are_a_warning() -> None:
     found = findings(server)["privileges"]
     assert not found.ok and found.warning
     assert found.detail == "INSERT, UPDATE, DELETE, DROP, ALTER, SUPER ON *.*: more than wpcdc needs"
+
+
+U = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+
+
+@pytest.mark.parametrize(
+    ("previous_gtids", "gtid_mode", "nothing_after"),
+    [
+        (f"{U}:1-57", "ON", True),
+        (f"{U}:1-3:5-57", "ON", True),
+        (f"{U}:1-58", "ON", False),  # a transaction after ours was in the purged file: a gap
+        (f"{U}:1-57,\n9b1e2a3c-0000-11ef-8000-000000000001:1-4", "ON", False),  # another server: no order
+        (f"{U}:1-57:tag1:1-2", "ON", False),  # a tagged GTID (MySQL >= 8.3): not provable here
+        (f"{U}:1-57", "ON_PERMISSIVE", False),  # anonymous transactions could have come after
+        ("", "ON", False),
+    ],
+)
+def test_mysql_previous_gtids_prove_a_purged_file_held_nothing_after_the_checkpoint(
+    previous_gtids: str, gtid_mode: str, nothing_after: bool
+) -> None:
+    from cdc.source.server import Server
+
+    server = Server.__new__(Server)
+    answers = {
+        "SELECT @@GLOBAL.gtid_mode": [(gtid_mode,)],
+        "SHOW BINLOG EVENTS IN 'binlog.000003' LIMIT 3": [
+            ("binlog.000003", 4, "Format_desc", 1, 127, "Server ver: 9.7.4-2, Binlog ver: 4"),
+            ("binlog.000003", 127, "Previous_gtids", 1, 198, previous_gtids),
+        ],
+    }
+    server.query = lambda sql, args=None: answers[sql]  # type: ignore[method-assign]
+    assert server._nothing_after(f"{U}:57", "binlog.000003") is nothing_after
