@@ -304,10 +304,13 @@ def main() -> None:
 
 def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
     base = args.dir / kind
-    db: MariaDB | MySQL = (MySQL if kind == "mysql" else MariaDB)(base / kind, server_id=301).start()
-    broker = Tansu(base / "tansu").start()
+    # Started inside the try: the servers have sessions of their own, a Ctrl-C does not reach them.
+    db: MariaDB | MySQL = (MySQL if kind == "mysql" else MariaDB)(base / kind, server_id=301)
+    broker = Tansu(base / "tansu")
     out: dict[str, str] = {}
     try:
+        db.start()
+        broker.start()
         conn = db.root()
         create_wordpress_tables(conn, DB)
         conn.close()

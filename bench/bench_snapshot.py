@@ -84,9 +84,12 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path("var/bench-snapshot"))
     args = ap.parse_args()
     shutil.rmtree(args.dir, ignore_errors=True)
-    db = MariaDB(args.dir / "mariadb", server_id=302, extra_args=["--innodb-buffer-pool-size=512M"]).start()
-    broker = Tansu(args.dir / "tansu").start()
+    # Started inside the try: the servers have sessions of their own, a Ctrl-C does not reach them.
+    db = MariaDB(args.dir / "mariadb", server_id=302, extra_args=["--innodb-buffer-pool-size=512M"])
+    broker = Tansu(args.dir / "tansu")
     try:
+        db.start()
+        broker.start()
         print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, MariaDB on :{db.port}, Tansu")
         results = []
         for n in (args.posts // 2, args.posts):

@@ -244,21 +244,33 @@ def _no_running_streamer(config: Config) -> Iterator[None]:
 
 @main.group()
 def checkpoint() -> None:
-    """Show, set or reset the stored checkpoint."""
+    """Show, set, reset or copy the stored checkpoint (checkpoint.store: file or kafka)."""
+
+
+@contextlib.contextmanager
+def _store(config: Config, kind: str | None = None) -> Iterator[Any]:
+    from cdc.runner import make_store
+
+    store = make_store(config, kind=kind)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @checkpoint.command("show")
 @config_option
 @_friendly
 def checkpoint_show(config_path: Path) -> None:
-    """Print the checkpoint as JSON (nothing secret is in it)."""
-    from cdc.checkpoint.store import FileCheckpointStore
-
+    """Print the checkpoint as JSON (nothing secret is in it); `null` and exit 0 when there is none
+    yet (a normal state: `run` then starts at source.start_at)."""
     config = _load(config_path)
-    cp = FileCheckpointStore(config.checkpoint.path).load()
+    with _store(config) as store:
+        cp = store.load()
     if cp is None:
-        click.echo(f"no checkpoint at {config.checkpoint.path}; `run` will start at source.start_at", err=True)
-        sys.exit(1)
+        click.echo(f"no checkpoint at {store.where}; `run` will start at source.start_at", err=True)
+        click.echo("null")  # still JSON for scripts; exit 1 is reserved for bugs
+        return
     click.echo(json.dumps(cp.to_json(), indent=2))
 
 
@@ -268,8 +280,9 @@ def checkpoint_show(config_path: Path) -> None:
 @_friendly
 def checkpoint_set(config_path: Path, position: str) -> None:
     """Set the checkpoint to POSITION (FILE:POS, a transaction boundary). The server is asked
-    whether the file exists and for its server_id."""
-    from cdc.checkpoint.store import Checkpoint, FileCheckpointStore
+    whether the file exists, whether POSITION starts a transaction (exit 7 inside one, as `run`)
+    and for its server_id."""
+    from cdc.checkpoint.store import Checkpoint
     from cdc.core.position import BinlogPosition
     from cdc.source.server import Server
 
@@ -277,9 +290,10 @@ def checkpoint_set(config_path: Path, position: str) -> None:
     pos = BinlogPosition.parse(position)
     with Server(config) as server:
         server.require_position(pos, "position")
+        server.require_boundary(pos, "position")  # `run` would refuse it; say so now, not at start-up
         source_id = server.server_id()
-    with _no_running_streamer(config):
-        saved = FileCheckpointStore(config.checkpoint.path).save(Checkpoint(pos, source_id))
+    with _no_running_streamer(config), _store(config) as store:
+        saved = store.save(Checkpoint(pos, source_id))
     click.echo(json.dumps(saved.to_json(), indent=2))
 
 
@@ -288,12 +302,40 @@ def checkpoint_set(config_path: Path, position: str) -> None:
 @_friendly
 def checkpoint_reset(config_path: Path) -> None:
     """Delete the checkpoint; the next `run` starts at source.start_at."""
-    from cdc.checkpoint.store import FileCheckpointStore
+    config = _load(config_path)
+    with _no_running_streamer(config), _store(config) as store:
+        removed = store.reset()
+    click.echo(("removed the checkpoint in " if removed else "there was no checkpoint in ") + store.where, err=True)
+
+
+@checkpoint.command("copy")
+@config_option
+@click.option("--to", "target", type=click.Choice(["kafka", "file"]), required=True, help="The store to copy into.")
+@click.option("--force", is_flag=True, help="Overwrite a checkpoint the target already has.")
+@_friendly
+def checkpoint_copy(config_path: Path, target: str, force: bool) -> None:
+    """Copy the checkpoint from the other store into --to (file: checkpoint.path; kafka:
+    checkpoint.kafka_topic, key checkpoint.kafka_key). Then set checkpoint.store to it."""
+    from cdc.errors import CheckpointError
 
     config = _load(config_path)
-    with _no_running_streamer(config):
-        removed = FileCheckpointStore(config.checkpoint.path).reset()
-    click.echo(("removed " if removed else "there was no checkpoint at ") + str(config.checkpoint.path), err=True)
+    source_kind = "file" if target == "kafka" else "kafka"
+    with _no_running_streamer(config), _store(config, source_kind) as source, _store(config, target) as dest:
+        cp = source.load()
+        if cp is None:
+            raise CheckpointError(
+                f"there is no checkpoint in {source.where} to copy", "check checkpoint.path / kafka_key"
+            )
+        existing = dest.load()
+        if existing is not None and existing.to_json() != cp.to_json() and not force:
+            raise CheckpointError(
+                f"{dest.where} already has a checkpoint ({existing.position}, updated {existing.updated_at})",
+                "pass --force to overwrite it with " + str(cp.position),
+            )
+        # updated_at is restamped: the copy is the newest record; the position and snapshot are the source's.
+        saved = dest.save(cp)
+    click.echo(f"copied {saved.position} from {source.where} to {dest.where}", err=True)
+    click.echo(json.dumps(saved.to_json(), indent=2))
 
 
 @main.command()
@@ -307,19 +349,23 @@ def check(config_path: Path, offline: bool) -> None:
     if offline:
         click.echo(f"ok       configuration {config_path}")
         return
-    from cdc.checkpoint.store import FileCheckpointStore
     from cdc.errors import PreflightError, WpcdcError
-    from cdc.sink.kafka import KafkaProducerSink
+    from cdc.runner import make_store
+    from cdc.sink.kafka import probe_kafka
+    from cdc.sink.topics import fit_to_topics
     from cdc.source.preflight import Finding, check_server, failures
     from cdc.source.server import Server
 
     findings: list[Finding] = [Finding(True, "configuration", str(config_path))]
     with Server(config) as server:
         findings += check_server(config, server)
-        cp = FileCheckpointStore(config.checkpoint.path).load()
         try:
+            cp = make_store(config).load()
             logs = server.binary_logs()
-            findings.append(Finding(True, "binlog files", f"{len(logs)}, oldest {logs[0] if logs else '-'}"))
+            if logs:
+                findings.append(Finding(True, "binlog files", f"{len(logs)}, oldest {logs[0]}"))
+            else:
+                findings.append(Finding(False, "binlog files", "none: binary logging is off (see log_bin)"))
             if cp is None:
                 findings.append(Finding(True, "checkpoint", f"none yet; run starts at the {config.source.start_at}"))
             else:
@@ -331,8 +377,14 @@ def check(config_path: Path, offline: bool) -> None:
         except WpcdcError as exc:
             findings.append(Finding(False, "binlog files / checkpoint", exc.problem, exc.fix))
     try:
-        KafkaProducerSink(config.kafka).close()
-        findings.append(Finding(True, "kafka", f"topics {config.kafka.topic}, {config.kafka.dead_letter_topic}"))
+        kafka = fit_to_topics(config.kafka, wait_seconds=5.0)
+        probe_kafka(kafka, timeout_seconds=5.0)
+        limit = (
+            f"; events up to {kafka.max_request_size} bytes"
+            if kafka.max_request_size < config.kafka.max_request_size
+            else ""
+        )
+        findings.append(Finding(True, "kafka", f"topics {config.kafka.topic}, {config.kafka.dead_letter_topic}{limit}"))
     except WpcdcError as exc:
         findings.append(Finding(False, "kafka", exc.problem, exc.fix))
     for f in findings:

@@ -148,9 +148,42 @@ class KafkaConfig(_Strict):
     def _split(cls, v: object) -> object:
         return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port(cls, servers: list[str]) -> list[str]:
+        # kafka-python would fail on these deep inside its connect code, with a traceback.
+        for entry in servers:
+            host, port = _split_host_port(entry)
+            if not host or any(c.isspace() for c in entry):
+                raise ValueError(f"{entry!r} is not HOST:PORT (e.g. kafka1.example.com:9092)")
+            if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+                raise ValueError(f"{entry!r}: the port {port!r} is not a number from 1 to 65535")
+        return servers
+
+
+def _split_host_port(entry: str) -> tuple[str, str | None]:
+    """'host:port', '[v6]:port', 'host' (kafka-python's default port) -> (host, port or None)."""
+    if entry.startswith("["):
+        host, sep, rest = entry[1:].partition("]")
+        if not sep:
+            return "", None
+        return host, (rest[1:] if rest.startswith(":") else (None if not rest else rest))
+    if entry.count(":") > 1:  # a bare IPv6 address
+        return entry, None
+    host, sep, port = entry.partition(":")
+    return host, (port if sep else None)
+
 
 class CheckpointConfig(_Strict):
+    # Where the checkpoint lives: "file" (checkpoint.path) or "kafka" (a record keyed by kafka_key in
+    # the compacted topic kafka_topic, on the kafka.* brokers with their security settings). With
+    # "kafka", checkpoint.path still names the local lock and snapshot-request files beside it.
+    store: Literal["file", "kafka"] = "file"
     path: Path = Path("wpcdc-checkpoint.json")
+    # Create it compacted, e.g. --partitions 1 --config cleanup.policy=compact; wpcdc never creates it.
+    kafka_topic: str = "wpcdc.checkpoints"
+    # The record key: which source this checkpoint is for. null: "<mysql.host>:<mysql.port>/<wordpress.database>".
+    kafka_key: str | None = None
     # At most one checkpoint write (with a wait for broker acks) per interval; lower = fewer duplicates
     # after a crash, higher = more throughput.
     interval_seconds: float = Field(1.0, gt=0)
@@ -196,6 +229,9 @@ class FilterConfig(_Strict):
     # The UPDATE that fills `guid` right after every INSERT into wp_posts (old guid empty, only guid and
     # modification dates change).
     drop_guid_backfill: bool = True
+    # The UPDATE in which wp_trash_post() appends `__trashed` to post_name, just before the UPDATE that
+    # sets post_status=trash (which carries the new post_name in its row).
+    drop_trash_slug_update: bool = True
 
 
 class MappingConfig(_Strict):
@@ -249,6 +285,10 @@ class Config(_Strict):
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    def checkpoint_key(self) -> str:
+        """The source identity a Kafka-stored checkpoint is keyed by."""
+        return self.checkpoint.kafka_key or f"{self.mysql.host}:{self.mysql.port}/{self.wordpress.database}"
 
 
 # A key whose name says it holds a secret: its value (and a mistyped key that may be the value) is

@@ -59,6 +59,13 @@ class OversizeError(WpcdcError):
     exit_code = EXIT_SINK
 
 
+class KafkaSetupError(WpcdcError):
+    """Kafka refuses something wpcdc needs and retrying will not change it (a topic missing on a broker
+    that does not create topics, rejected credentials): stop with the fix rather than retry forever."""
+
+    exit_code = EXIT_SINK
+
+
 class SourceError(WpcdcError):
     """The binlog connection failed. Transient unless `fatal` is set."""
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from cdc.checkpoint.store import Checkpoint, FileCheckpointStore
+from cdc.checkpoint.store import Checkpoint, CheckpointStore
 from cdc.config import Config
 from cdc.core.changes import (
     Idle,
@@ -52,7 +52,7 @@ class Pipeline:
         config: Config,
         mapper: Mapper,
         sink: Sink,
-        store: FileCheckpointStore | None,
+        store: CheckpointStore | None,
         metrics: Metrics,
         stop: threading.Event,
         source_server_id: int,

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cdc import __version__
-from cdc.checkpoint.store import Checkpoint, FileCheckpointStore
+from cdc.checkpoint.kafka import KafkaCheckpointStore
+from cdc.checkpoint.store import Checkpoint, CheckpointStore, FileCheckpointStore
 from cdc.config import Config
 from cdc.core.position import BinlogPosition
 from cdc.errors import CheckpointError, LookupUnavailable, PositionGoneError, PreflightError, SinkError
@@ -24,6 +25,7 @@ from cdc.ops.stats import RunStats
 from cdc.pipeline import Pipeline, supervise
 from cdc.sink.kafka import KafkaProducerSink, Sink, StdoutSink
 from cdc.sink.process import ProcessSink
+from cdc.sink.topics import fit_to_topics
 from cdc.snapshot.reader import DatabaseChunkSource
 from cdc.snapshot.requests import CheckpointLock, RequestInbox
 from cdc.snapshot.snapshotter import SnapshotRequest, SnapshotState, Snapshotter
@@ -37,7 +39,16 @@ log = logging.getLogger(__name__)
 def make_sink(config: Config, kind: str) -> Sink:
     if kind == "stdout":
         return StdoutSink()
-    return ProcessSink(config.kafka) if config.kafka.producer_process else KafkaProducerSink(config.kafka)
+    kafka = fit_to_topics(config.kafka)
+    return ProcessSink(kafka) if kafka.producer_process else KafkaProducerSink(kafka)
+
+
+def make_store(config: Config, *, owner: bool = False, kind: str | None = None) -> CheckpointStore:
+    """The configured checkpoint store (or `kind`'s). `owner`: the process that writes it (`run`)."""
+    kind = kind or config.checkpoint.store
+    if kind == "kafka":
+        return KafkaCheckpointStore(config.kafka, config.checkpoint.kafka_topic, config.checkpoint_key(), owner=owner)
+    return FileCheckpointStore(config.checkpoint.path)
 
 
 def _preflight(config: Config, server: Server) -> None:
@@ -51,11 +62,11 @@ def _preflight(config: Config, server: Server) -> None:
         )
 
 
-def _starting_checkpoint(config: Config, server: Server, store: FileCheckpointStore, source_id: int) -> Checkpoint:
+def _starting_checkpoint(config: Config, server: Server, store: CheckpointStore, source_id: int) -> Checkpoint:
     cp = store.load()
     if cp is not None and cp.server_id is not None and cp.server_id != source_id:
         raise CheckpointError(
-            f"the checkpoint {store.path} was written for server_id {cp.server_id}, but "
+            f"the checkpoint in {store.where} was written for server_id {cp.server_id}, but "
             f"{config.mysql.host}:{config.mysql.port} has server_id {source_id}; binlog positions do not carry over",
             "point wpcdc at the server the checkpoint belongs to, or `wpcdc checkpoint reset` and start afresh",
         )
@@ -133,7 +144,22 @@ def _run_live(
     snapshot_request: SnapshotRequest | None,
     snapshot_progress: Callable[[Snapshotter], None] | None,
 ) -> RunStats:
-    store = FileCheckpointStore(config.checkpoint.path)
+    store = make_store(config, owner=True)
+    try:
+        return _run_with(config, sink_kind, stop, metrics, snapshot_request, snapshot_progress, store)
+    finally:
+        store.close()
+
+
+def _run_with(
+    config: Config,
+    sink_kind: str,
+    stop: threading.Event,
+    metrics: Metrics,
+    snapshot_request: SnapshotRequest | None,
+    snapshot_progress: Callable[[Snapshotter], None] | None,
+    store: CheckpointStore,
+) -> RunStats:
     with Server(config) as server:
         version = server.version()
         _preflight(config, server)
@@ -245,7 +271,7 @@ def request_snapshot(config: Config, request: SnapshotRequest) -> bool:
 def follow_snapshot(config: Config, request: SnapshotRequest, bar: SnapshotProgress, stop: threading.Event) -> bool:
     """Show the progress of a request handed to a running `run` until it completes (True) or the
     stop flag is set (False). Reads only the checkpoint file and the request directory."""
-    store = FileCheckpointStore(config.checkpoint.path)
+    store = make_store(config)
     inbox = RequestInbox(config.checkpoint.path)
     lock = CheckpointLock(config.checkpoint.path)
     while not stop.wait(0.5):
@@ -298,7 +324,7 @@ def replay(
     lookup = DatabaseLookup(config)
     mapper = Mapper(WordPressState(lookup), source_id, config.filters, config.mapping)
     sink = make_sink(config, sink_kind)
-    store = FileCheckpointStore(config.checkpoint.path) if update_checkpoint else None
+    store = make_store(config, owner=True) if update_checkpoint else None
     pipeline = Pipeline(config, mapper, sink, store, metrics, stop, source_id, progress=bar)
     began = time.monotonic()
     try:
@@ -308,4 +334,6 @@ def replay(
             bar.finish()
         sink.close()
         lookup.close()
+        if store is not None:
+            store.close()
     return ReplayResult(pipeline.stats, time.monotonic() - began)

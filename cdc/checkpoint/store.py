@@ -1,18 +1,20 @@
 """The checkpoint: the binlog position where the next run starts, always a transaction boundary.
 
-Stored as a small JSON file written atomically (temp file, fsync, rename, fsync of the directory),
-so a crash leaves either the old or the new checkpoint, never a torn one.
+Two stores implement `CheckpointStore` (checkpoint.store): a small JSON file written atomically
+(temp file, fsync, rename, fsync of the directory), so a crash leaves either the old or the new
+checkpoint, never a torn one; or a record in a compacted Kafka topic (cdc/checkpoint/kafka.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cdc.core.changes import PreparedRef
 from cdc.core.position import BinlogPosition
@@ -43,10 +45,50 @@ class Checkpoint:
             out["xa_prepared"] = [{"xid": x.xid, "start": str(x.start), "end": str(x.end)} for x in self.xa_prepared]
         return out
 
+    def stamped(self) -> Checkpoint:
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return dataclasses.replace(self, updated_at=now)
+
+    @staticmethod
+    def from_json(data: Any) -> Checkpoint:
+        """Raises ValueError, KeyError, TypeError or ConfigError when `data` is not a checkpoint."""
+        return Checkpoint(
+            BinlogPosition(str(data["file"]), int(data["pos"])),
+            int(data["server_id"]) if data.get("server_id") is not None else None,
+            data.get("gtid"),
+            data.get("updated_at"),
+            data.get("snapshot") if isinstance(data.get("snapshot"), dict) else None,
+            tuple(
+                PreparedRef(str(x["xid"]), BinlogPosition.parse(x["start"]), BinlogPosition.parse(x["end"]))
+                for x in data.get("xa_prepared") or ()
+            ),
+        )
+
+
+class CheckpointStore(Protocol):
+    # Where it is, for messages: a path, or a topic and key.
+    where: str
+
+    def load(self) -> Checkpoint | None: ...
+
+    def save(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Stores it with updated_at set; returns what was stored."""
+        ...
+
+    def reset(self) -> bool:
+        """Forgets the checkpoint; False when there was none."""
+        ...
+
+    def close(self) -> None: ...
+
 
 class FileCheckpointStore:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.where = str(path)
+
+    def close(self) -> None:
+        pass
 
     def load(self) -> Checkpoint | None:
         try:
@@ -59,18 +101,7 @@ class FileCheckpointStore:
                 "make checkpoint.path readable by the wpcdc user",
             ) from None
         try:
-            data = json.loads(text)
-            return Checkpoint(
-                BinlogPosition(str(data["file"]), int(data["pos"])),
-                int(data["server_id"]) if data.get("server_id") is not None else None,
-                data.get("gtid"),
-                data.get("updated_at"),
-                data.get("snapshot") if isinstance(data.get("snapshot"), dict) else None,
-                tuple(
-                    PreparedRef(str(x["xid"]), BinlogPosition.parse(x["start"]), BinlogPosition.parse(x["end"]))
-                    for x in data.get("xa_prepared") or ()
-                ),
-            )
+            return Checkpoint.from_json(json.loads(text))
         except (ValueError, KeyError, TypeError, ConfigError):
             raise CheckpointError(
                 f"the checkpoint {self.path} is not a valid wpcdc checkpoint",
@@ -78,14 +109,7 @@ class FileCheckpointStore:
             ) from None
 
     def save(self, checkpoint: Checkpoint) -> Checkpoint:
-        stamped = Checkpoint(
-            checkpoint.position,
-            checkpoint.server_id,
-            checkpoint.gtid,
-            dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            checkpoint.snapshot,
-            checkpoint.xa_prepared,
-        )
+        stamped = checkpoint.stamped()
         data = (json.dumps(stamped.to_json(), indent=2) + "\n").encode()
         directory = self.path.parent if str(self.path.parent) else Path(".")
         try:

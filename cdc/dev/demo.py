@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,22 @@ import orjson
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
-from cdc.dev.stack import MYSQL_PASSWORD, MYSQL_USER, MariaDB, Tansu, create_topics, create_wordpress_tables
+from cdc.dev.stack import (
+    MYSQL_PASSWORD,
+    MYSQL_USER,
+    MariaDB,
+    Tansu,
+    create_topics,
+    create_wordpress_tables,
+    stop_process,
+)
 from cdc.dev.wordpress import WordPress, wordpress_missing
 
 DB = "wordpress"
 TOPIC = "wordpress.posts"
+# How long wpcdc may take to flush and checkpoint after SIGTERM before it is killed (a kill loses
+# nothing: it resumes from its last checkpoint).
+STREAMER_STOP_SECONDS = 8.0
 
 
 def gist(e: dict[str, Any]) -> str:
@@ -38,8 +50,7 @@ def gist(e: dict[str, Any]) -> str:
         for col, ch in d["changes"].items():
             if col.startswith("post_modified"):
                 continue  # moves with every save; not what a person wants to read
-            old, new = (str(ch["old"])[:30], str(ch["new"])[:30])
-            parts.append(f"{col}: {old!r} -> {new!r}")
+            parts.append(f"{col}: {_short(ch['old'])} -> {_short(ch['new'])}")
         return "; ".join(parts) or "post_modified only"
     if "from" in d:
         return f"{d['from'] or '(new)'} -> {d['to']}"
@@ -51,6 +62,11 @@ def gist(e: dict[str, Any]) -> str:
     if "taxonomy" in d:
         return f"{d['taxonomy']}: {d['slug']} ({d['name']})"
     return ""
+
+
+def _short(value: Any) -> str:
+    """A changed value for a person: quoted text cut to 30 characters, JSON's null for a NULL."""
+    return "null" if value is None else repr(str(value)[:30])
 
 
 def line(e: dict[str, Any]) -> str:
@@ -127,6 +143,90 @@ def sql_edits(db: MariaDB) -> None:
     conn.close()
 
 
+@dataclass
+class Started:
+    """What the demo started beyond the servers, for the cleanup to stop."""
+
+    streamer: subprocess.Popen[bytes] | None = None
+    consumer: KafkaConsumer | None = None
+
+
+def stream(args: argparse.Namespace, base: Path, db: MariaDB, broker: Tansu, run: Started) -> None:
+    """WordPress (or its tables), wpcdc, the scripted edits, then the events until Ctrl-C."""
+    missing = "--no-wordpress given" if args.no_wordpress else wordpress_missing()
+    wp: WordPress | None = None
+    if missing is None:
+        print("installing WordPress (Debian's package, PHP CLI) into it ...", flush=True)
+        wp = WordPress(db, base / "wordpress", database=DB, domain="demo.test", title="wpcdc demo").install()
+    else:
+        print(f"no real WordPress here ({missing}): using the WordPress tables and SQL edits", flush=True)
+        with db.root() as conn:
+            create_wordpress_tables(conn, DB)
+    create_topics(broker.bootstrap, [TOPIC, TOPIC + ".dead-letter"], partitions=3)
+    config = base / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "mysql": {"host": "127.0.0.1", "port": db.port, "user": MYSQL_USER, "server_id": 4201},
+                "wordpress": {"database": DB},
+                "kafka": {"bootstrap_servers": [broker.bootstrap], "topic": TOPIC},
+                "checkpoint": {"path": str(base / "checkpoint.json")},
+            }
+        )
+    )
+    env = {**os.environ, "WPCDC_MYSQL_PASSWORD": MYSQL_PASSWORD}
+    cli = [sys.executable, "-m", "cdc.cli"]
+    # Start exactly here, so no edit can slip past a streamer that is still connecting.
+    subprocess.run([*cli, "checkpoint", "set", db.binlog_end(), "--config", str(config)], env=env,
+                   check=True, capture_output=True)  # fmt: skip
+    # Its own session: Ctrl-C reaches the demo, which stops everything in order.
+    with open(base / "wpcdc.log", "wb") as log:
+        run.streamer = streamer = subprocess.Popen(
+            [*cli, "run", "--config", str(config)], stdout=log, stderr=log, env=env, start_new_session=True
+        )
+    print(f"MariaDB on 127.0.0.1:{db.port}, broker on {broker.bootstrap}, wpcdc run --config {config}")
+    print("making edits:")
+    if wp is not None:
+        wordpress_edits(wp)
+    else:
+        sql_edits(db)
+    run.consumer = consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+    parts = [TopicPartition(TOPIC, p) for p in sorted(consumer.partitions_for_topic(TOPIC) or [])]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    print(f"\nevents on topic {TOPIC}, as a consumer reads them:\n")
+    print("time      event              blog:post  change")
+    seen = 0
+    quiet_since = time.monotonic()
+    hint_shown = False
+    while True:
+        batch = consumer.poll(timeout_ms=300)
+        got = sorted(
+            (orjson.loads(m.value) for msgs in batch.values() for m in msgs),
+            key=lambda e: (e["source"]["file"], e["source"]["pos"], e["source"]["row"], e["event_id"]),
+        )
+        for e in got:
+            print(line(e), flush=True)
+        seen += len(got)
+        if got:
+            quiet_since = time.monotonic()
+        if streamer.poll() is not None:
+            print(f"\nwpcdc exited with {streamer.returncode}; see {base / 'wpcdc.log'}")
+            break
+        idle = seen and time.monotonic() - quiet_since > 2
+        if args.once and idle:
+            break
+        if idle and not hint_shown:
+            hint_shown = True
+            print(
+                f"\nstill streaming: change something and watch it arrive, e.g.\n"
+                f"  mariadb -h 127.0.0.1 -P {db.port} -u root {DB} -e "
+                f"\"UPDATE wp_posts SET post_title = 'Edited by hand' WHERE ID = 1\"\n"
+                "Ctrl-C stops wpcdc, the broker and MariaDB.\n",
+                flush=True,
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dir", type=Path, default=Path("var/demo"))
@@ -142,96 +242,36 @@ def main() -> None:
     base = args.dir.resolve()
     shutil.rmtree(base, ignore_errors=True)
     print(f"starting a throwaway MariaDB and a Tansu broker under {base} ...", flush=True)
-    db = MariaDB(base / "mariadb").start()
-    broker = Tansu(base / "tansu").start()
-    streamer: subprocess.Popen[bytes] | None = None
-    consumer: KafkaConsumer | None = None
+    # Built before they start, so that a Ctrl-C during a start still finds the process to stop.
+    db = MariaDB(base / "mariadb")
+    broker = Tansu(base / "tansu")
+    run = Started()
     try:
-        missing = "--no-wordpress given" if args.no_wordpress else wordpress_missing()
-        wp: WordPress | None = None
-        if missing is None:
-            print("installing WordPress (Debian's package, PHP CLI) into it ...", flush=True)
-            wp = WordPress(db, base / "wordpress", database=DB, domain="demo.test", title="wpcdc demo").install()
-        else:
-            print(f"no real WordPress here ({missing}): using the WordPress tables and SQL edits", flush=True)
-            with db.root() as conn:
-                create_wordpress_tables(conn, DB)
-        create_topics(broker.bootstrap, [TOPIC, TOPIC + ".dead-letter"], partitions=3)
-        config = base / "config.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "mysql": {"host": "127.0.0.1", "port": db.port, "user": MYSQL_USER, "server_id": 4201},
-                    "wordpress": {"database": DB},
-                    "kafka": {"bootstrap_servers": [broker.bootstrap], "topic": TOPIC},
-                    "checkpoint": {"path": str(base / "checkpoint.json")},
-                }
-            )
-        )
-        env = {**os.environ, "WPCDC_MYSQL_PASSWORD": MYSQL_PASSWORD}
-        cli = [sys.executable, "-m", "cdc.cli"]
-        # Start exactly here, so no edit can slip past a streamer that is still connecting.
-        subprocess.run([*cli, "checkpoint", "set", db.binlog_end(), "--config", str(config)], env=env,
-                       check=True, capture_output=True)  # fmt: skip
-        log = open(base / "wpcdc.log", "wb")
-        # Its own session: Ctrl-C reaches the demo, which stops everything in order.
-        streamer = subprocess.Popen(
-            [*cli, "run", "--config", str(config)], stdout=log, stderr=log, env=env, start_new_session=True
-        )
-        print(f"MariaDB on 127.0.0.1:{db.port}, broker on {broker.bootstrap}, wpcdc run --config {config}")
-        print("making edits:")
-        if wp is not None:
-            wordpress_edits(wp)
-        else:
-            sql_edits(db)
-        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
-        parts = [TopicPartition(TOPIC, p) for p in sorted(consumer.partitions_for_topic(TOPIC) or [])]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        print(f"\nevents on topic {TOPIC}, as a consumer reads them:\n")
-        print("time      event              blog:post  change")
-        seen = 0
-        quiet_since = time.monotonic()
-        hint_shown = False
-        while True:
-            batch = consumer.poll(timeout_ms=300)
-            got = sorted(
-                (orjson.loads(m.value) for msgs in batch.values() for m in msgs),
-                key=lambda e: (e["source"]["file"], e["source"]["pos"], e["source"]["row"], e["event_id"]),
-            )
-            for e in got:
-                print(line(e), flush=True)
-            seen += len(got)
-            if got:
-                quiet_since = time.monotonic()
-            if streamer.poll() is not None:
-                print(f"\nwpcdc exited with {streamer.returncode}; see {base / 'wpcdc.log'}")
-                break
-            idle = seen and time.monotonic() - quiet_since > 2
-            if args.once and idle:
-                break
-            if idle and not hint_shown:
-                hint_shown = True
-                print(
-                    f"\nstill streaming: change something and watch it arrive, e.g.\n"
-                    f"  mariadb -h 127.0.0.1 -P {db.port} -u root {DB} -e "
-                    f"\"UPDATE wp_posts SET post_title = 'Edited by hand' WHERE ID = 1\"\n"
-                    "Ctrl-C stops wpcdc, the broker and MariaDB.\n",
-                    flush=True,
-                )
+        db.start()
+        broker.start()
+        stream(args, base, db, broker, run)
     except KeyboardInterrupt:
         pass
     finally:
-        if consumer is not None:
-            consumer.close()
-        if streamer is not None and streamer.poll() is None:
-            streamer.send_signal(signal.SIGTERM)
-            streamer.wait(30)
+        # Whatever is in flight, stop everything, each step bounded, and let no second Ctrl-C (or
+        # SIGTERM) cut this short. wpcdc first, while the broker and MariaDB it talks to are up
+        # (the servers have sessions of their own: the terminal's Ctrl-C did not reach them).
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        print("\nstopping wpcdc, the broker and MariaDB ...", flush=True)
+        if run.consumer is not None:
+            try:
+                run.consumer.close()
+            except Exception:  # the demo's own reader: nothing depends on a clean close
+                pass
+        if run.streamer is not None:
+            stop_process(run.streamer, timeout=STREAMER_STOP_SECONDS)
         broker.stop()
         db.stop()
         print(
-            f"\nstopped. data, config, checkpoint and logs (wpcdc.log, mariadb/mariadb.err, tansu/tansu.log)"
-            f" are in {base}"
+            f"stopped. data, config, checkpoint and logs (wpcdc.log, mariadb/mariadb.err, tansu/tansu.log)"
+            f" are in {base}",
+            flush=True,
         )
 
 

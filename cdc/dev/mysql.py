@@ -30,10 +30,10 @@ from cdc.dev.stack import (
     MYSQL_PASSWORD,
     MYSQL_USER,
     DevStackError,
-    _stop_pid,
     _tail,
     _wait_port,
     free_port,
+    stop_process,
 )
 
 _PACKAGES = ("mysql-server-core", "mysql-client-core")
@@ -258,7 +258,8 @@ class MySQL:
         if self.tls_dir is not None:
             t = self.tls_dir
             args += [f"--ssl-ca={t / 'ca.pem'}", f"--ssl-cert={t / 'server.pem'}", f"--ssl-key={t / 'server.key'}"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session, as stack.MariaDB: a Ctrl-C reaches pytest, whose teardown stops it.
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         _wait_port(self.port, self.proc, self.log, timeout=60)
         if fresh:
             self._bootstrap()
@@ -297,7 +298,7 @@ class MySQL:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_pid(self.proc, timeout=60)
+            stop_process(self.proc, timeout=60)
 
 
 def _user() -> str:

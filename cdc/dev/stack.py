@@ -1,5 +1,9 @@
 """Throwaway servers for tests, benchmarks and `make demo`: a MariaDB with the binlog on and a
-Tansu broker (Kafka protocol), each on a free port, each stopped by PID. Not used by `run`."""
+Tansu broker (Kafka protocol), each on a free port, each stopped by PID. Not used by `run`.
+
+Each server runs in a session of its own, so a Ctrl-C in the terminal (SIGINT to the whole
+foreground process group) reaches only the demo or pytest, which then stop everything in order:
+the streamer first, while the broker and the database it talks to are still up."""
 
 from __future__ import annotations
 
@@ -49,15 +53,27 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def _stop_pid(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL for its whole process group once `timeout` has passed. Never raises:
+    it runs in cleanup paths that must go on to stop the next thing."""
     if proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGTERM)
     try:
+        proc.send_signal(signal.SIGTERM)
         proc.wait(timeout)
+        return
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        if os.getpgid(proc.pid) == proc.pid:  # its own group: children it started go too
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait(10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass  # gone already, or unkillable (uninterruptible I/O): nothing more to do from here
 
 
 def mariadb_binaries() -> tuple[str, str]:
@@ -122,11 +138,14 @@ class MariaDB:
     def start(self) -> MariaDB:
         mariadbd, install = mariadb_binaries()
         self.base = self.base.resolve()
+        # A tmpdir of its own: a starting server deletes every #sql* file in its tmpdir, so servers
+        # sharing /tmp (tests, the demo, the bench run side by side) break each other's bootstrap.
+        tmpdir = self.base / "tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True)
         if not self.datadir.exists():
-            self.base.mkdir(parents=True, exist_ok=True)
             done = subprocess.run(
                 [install, "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
-                 "--skip-test-db", "--user=" + _user()],
+                 "--skip-test-db", "--user=" + _user(), f"--tmpdir={tmpdir}"],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip
             if done.returncode != 0:
@@ -139,6 +158,7 @@ class MariaDB:
             mariadbd, "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
             "--bind-address=127.0.0.1", f"--socket={self.base / 'mysqld.sock'}",
             f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={self.log}", "--user=" + _user(),
+            f"--tmpdir={tmpdir}",
             f"--log-bin={self.datadir / 'binlog'}", "--binlog-format=ROW", "--binlog-row-image=FULL",
             "--binlog-row-metadata=FULL", f"--server-id={self.server_id}",
             "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=48M", "--skip-name-resolve",
@@ -148,7 +168,7 @@ class MariaDB:
         if self.tls_dir is not None:
             t = self.tls_dir
             args += [f"--ssl-ca={t / 'ca.pem'}", f"--ssl-cert={t / 'server.pem'}", f"--ssl-key={t / 'server.key'}"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         _wait_port(self.port, self.proc, self.log)
         if fresh:
             self._bootstrap()
@@ -181,7 +201,7 @@ class MariaDB:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_pid(self.proc)
+            stop_process(self.proc)
 
 
 def _user() -> str:
@@ -239,14 +259,14 @@ class Tansu:
             self.proc = subprocess.Popen(
                 [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         _wait_port(self.port, self.proc, self.log)
         return self
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_pid(self.proc, timeout=10)
+            stop_process(self.proc, timeout=10)
 
 
 def create_topics(bootstrap: str, topics: list[str], partitions: int = 3) -> None:

@@ -31,12 +31,15 @@ EXCLUDED_POST_STATUS = "excluded_post_status"
 EXCLUDED_META_KEY = "excluded_meta_key"
 MODIFIED_ONLY_UPDATE = "modified_only_update"
 GUID_BACKFILL = "guid_backfill"
+TRASH_SLUG = "trash_slug"
 NO_CHANGE = "no_change"
 TERM_LOOKUP_TABLE = "term_lookup_table"
 
 _TABLE_EVENTS = {"truncated": ev.TABLE_TRUNCATED, "dropped": ev.TABLE_DROPPED, "renamed": ev.TABLE_RENAMED}
 _MODIFIED_COLUMNS = frozenset({"post_modified", "post_modified_gmt"})
 _GUID_BACKFILL_COLUMNS = _MODIFIED_COLUMNS | {"guid"}
+_TRASH_SLUG_COLUMNS = _MODIFIED_COLUMNS | {"post_name"}
+_TRASHED_SUFFIX = "__trashed"  # wp_add_trashed_suffix_to_post_name_for_post()
 _UTC_COLUMNS = frozenset({"post_date_gmt", "post_modified_gmt"})
 _INT_POST_COLUMNS = ("ID", "post_author", "post_parent", "menu_order", "comment_count")
 # Text in the event contract (dates become ISO strings first); anything else is a schema change
@@ -83,6 +86,7 @@ class Mapper:
         self._excluded_meta_keys = frozenset(f.exclude_meta_keys)
         self._drop_modified_only = f.drop_modified_only_updates
         self._drop_guid_backfill = f.drop_guid_backfill
+        self._drop_trash_slug = f.drop_trash_slug_update
         self._max_content = m.max_content_bytes
         self._max_decode_bytes = m.max_decode_bytes
         self._max_decode_depth = m.max_decode_depth
@@ -180,6 +184,16 @@ class Mapper:
             and not before.get("guid")
         ):
             return Mapped(filtered=GUID_BACKFILL)
+        if (
+            self._drop_trash_slug
+            and "post_name" in changed_set
+            and changed_set <= _TRASH_SLUG_COLUMNS
+            and str(after.get("post_name") or "").endswith(_TRASHED_SUFFIX)
+            and not str(before.get("post_name") or "").endswith(_TRASHED_SUFFIX)
+        ):
+            # wp_trash_post() renames the slug in an UPDATE of its own just before the status change;
+            # alone it shows a live post with a trashed slug. The next UPDATE carries the new slug.
+            return Mapped(filtered=TRASH_SLUG)
 
         changes: dict[str, dict[str, Any]] = {}
         for col in changed:

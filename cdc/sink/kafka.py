@@ -94,7 +94,7 @@ class KafkaMessages:
         if self._policy == "fail":
             raise OversizeError(
                 f"{event['event_type']} {event['event_id']} encodes to {size} bytes, over kafka.max_request_size "
-                f"({self._limit + 512}), and kafka.oversize_policy is fail",
+                f"or the topic's max.message.bytes ({self._limit + 512}), and kafka.oversize_policy is fail",
                 "raise the topic's max.message.bytes and kafka.max_request_size together, or set "
                 "kafka.oversize_policy to truncate or dead_letter",
             )
@@ -123,10 +123,13 @@ def _headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
 class KafkaProducerSink:
     """kafka-python in this process: acks=all, idempotent, batched; `flush()` waits for acks."""
 
-    def __init__(self, config: KafkaConfig) -> None:
+    def __init__(self, config: KafkaConfig, bootstrap_timeout_ms: int | None = None) -> None:
         self._config = config
         self._messages = KafkaMessages(config)
         self._error: BaseException | None = None
+        extra: dict[str, object] = {}
+        if bootstrap_timeout_ms is not None and "bootstrap_timeout_ms" in KafkaProducer.DEFAULT_CONFIG:
+            extra["bootstrap_timeout_ms"] = bootstrap_timeout_ms  # kafka-python >= 3 (30 s by default)
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=config.bootstrap_servers,
@@ -141,6 +144,7 @@ class KafkaProducerSink:
                 max_block_ms=config.max_block_ms,
                 request_timeout_ms=config.request_timeout_ms,
                 **config.producer_security(),
+                **extra,
             )
         except KafkaError as exc:
             raise SinkError(
@@ -217,7 +221,8 @@ def _too_large(event: dict[str, Any], size: int, limit: int) -> dict[str, Any]:
         "blog_id": event["blog_id"],
         "post_id": event.get("post_id"),
         "source": event["source"],
-        "error": f"{event['event_type']} message of {size} bytes is over kafka.max_request_size ({limit})",
+        "error": f"{event['event_type']} message of {size} bytes is over kafka.max_request_size or the topic's "
+        f"max.message.bytes ({limit})",
         "op": _op_of(event["event_type"]),
         "before": None,
         "after": None,
@@ -230,3 +235,20 @@ def _op_of(event_type: str) -> str:
     if event_type.endswith(("_deleted", "_removed")):
         return "delete"
     return "update"
+
+
+def probe_kafka(config: KafkaConfig, timeout_seconds: float = 5.0) -> None:
+    """`wpcdc check`: connect and find both topics within about `timeout_seconds` (not the 30 s
+    bootstrap and 10 s metadata waits a running producer may take), without kafka-python's own log
+    lines: the outcome is reported as a finding. Raises SinkError."""
+    ms = int(timeout_seconds * 1000)
+    bounded = config.model_copy(
+        update={"max_block_ms": min(config.max_block_ms, ms), "request_timeout_ms": min(config.request_timeout_ms, ms)}
+    )
+    library = logging.getLogger("kafka")
+    level = library.level
+    library.setLevel(logging.CRITICAL + 1)
+    try:
+        KafkaProducerSink(bounded, bootstrap_timeout_ms=ms).close()
+    finally:
+        library.setLevel(level)

@@ -189,6 +189,10 @@ class BinlogSource:
         self._reader = self._open()
         try:
             yield from self._read(self._reader)
+            if self._blocking and self._stop_at is None:
+                # A blocking dump never runs out of binlog: it ends only when the server ends it (MySQL
+                # sends its dump threads an EOF packet when it shuts down). A lost connection, not the end.
+                raise SourceError("the server ended the binlog stream (shut down or restarted?)")
         except _LibraryReconnected:
             raise SourceError("the binlog connection was lost (the server closed it or timed out)") from None
         except pymysql.err.OperationalError as exc:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from cdc.config import Config
 from cdc.core.tables import TableKind, table_name
-from cdc.source.server import Server
+from cdc.source.server import LOG_BIN_FIX, Server
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,7 @@ class Finding:
 
 _REQUIRED_VARIABLES = [
     # (variable, required value, fix)
-    ("log_bin", "ON", "start the server with --log-bin (log_bin=ON in my.cnf)"),
+    ("log_bin", "ON", LOG_BIN_FIX),
     ("binlog_format", "ROW", "SET GLOBAL binlog_format=ROW and put binlog_format=ROW in my.cnf"),
     ("binlog_row_image", "FULL", "SET GLOBAL binlog_row_image=FULL and put it in my.cnf; before images are needed"),
     (

@@ -11,7 +11,13 @@ import pymysql
 
 from cdc.config import Config
 from cdc.core.position import BinlogPosition
-from cdc.errors import PositionGoneError, PreflightError
+from cdc.errors import PositionGoneError, PreflightError, SourceError
+
+# `log_bin=ON` in my.cnf is taken as the base name: MariaDB would write ON.000001, ON.000002, …
+LOG_BIN_FIX = (
+    "put log_bin=mysql-bin under [mysqld] in my.cnf (or start with --log-bin=mysql-bin; the files are then "
+    "mysql-bin.000001, …) and restart the server"
+)
 
 
 def connect(config: Config, database: str | None = None) -> pymysql.connections.Connection:
@@ -117,13 +123,13 @@ class Server:
     def current_position(self) -> BinlogPosition:
         rows = self.query(binlog_status_statement(self.version()))
         if not rows:
-            raise PreflightError("binary logging is off on the source (log_bin=OFF)", "start the server with log_bin")
+            raise self._binlog_off()
         return BinlogPosition(str(rows[0][0]), int(rows[0][1]))
 
     def oldest_position(self) -> BinlogPosition:
         logs = self.binary_logs()
         if not logs:
-            raise PreflightError("binary logging is off on the source (log_bin=OFF)", "start the server with log_bin")
+            raise self._binlog_off()
         return BinlogPosition(logs[0], 4)
 
     def resume_position(self, position: BinlogPosition, gtid: str | None, what: str = "checkpoint") -> BinlogPosition:
@@ -177,15 +183,13 @@ class Server:
         if not number.isdigit() or ":" in number:
             return False
         try:
-            mode = self.query("SELECT @@GLOBAL.gtid_mode")[0][0]
             rows = self.query(f"SHOW BINLOG EVENTS IN '{file}' LIMIT 3")
+            previous = [row for row in rows if str(row[2]) == "Previous_gtids"]
+            if not previous or str(self.query("SELECT @@GLOBAL.gtid_mode")[0][0]).upper() != "ON":
+                return False
         except pymysql.err.MySQLError:
             return False
-        if str(mode).upper() != "ON":
-            return False
-        for row in rows:
-            if str(row[2]) != "Previous_gtids":
-                continue
+        for row in previous:
             members = [m.strip() for m in str(row[5]).replace("\n", "").split(",") if m.strip()]
             if len(members) != 1:
                 return False
@@ -201,21 +205,71 @@ class Server:
             return max(ends) == int(number)
         return False
 
+    def _binlog_off(self, what: str = "") -> PreflightError:
+        m = self.config.mysql
+        reading = f": the {what} cannot be read" if what else ""
+        return PreflightError(f"binary logging is off on {m.host}:{m.port} (log_bin=OFF){reading}", LOG_BIN_FIX)
+
     def require_position(self, position: BinlogPosition, what: str = "checkpoint") -> None:
         logs = self.binary_logs()
         if position.file not in logs:
             raise self._gone(position, logs, what)
 
-    @staticmethod
-    def _gone(position: BinlogPosition, logs: list[str], what: str) -> PositionGoneError:
-        oldest = logs[0] if logs else "(none)"
+    def _gone(self, position: BinlogPosition, logs: list[str], what: str) -> PreflightError | PositionGoneError:
+        """Why a position whose file is not in `logs` cannot be read: binary logging is off, the file
+        was purged, or it is newer than any file here (or a name this server never used)."""
+        if not logs:
+            return self._binlog_off(f"{what} {position}")
+        oldest, newest = logs[0], logs[-1]
+        named, first, last = _file_number(position.file), _file_number(oldest), _file_number(newest)
+        if named is not None and first is not None and named[0] == first[0] and named[1] < first[1]:
+            return PositionGoneError(
+                f"the {what} {position} names binlog file {position.file}, which the server no longer has "
+                f"(oldest available: {oldest})",
+                f"events between the {what} and {oldest}:4 are gone. Either replay from the oldest file knowing "
+                f"there is a gap (`wpcdc checkpoint set {oldest}:4`) or re-snapshot, and raise "
+                "binlog_expire_logs_seconds so the binlog outlives wpcdc's downtime",
+            )
+        # Not purged: a file after the newest (another server's position, or this server's binlog was
+        # reset by RESET MASTER or a restore), or a name this server never used.
+        m = self.config.mysql
+        newer = named is not None and last is not None and named[0] == last[0] and named[1] > last[1]
         return PositionGoneError(
-            f"the {what} {position} names binlog file {position.file}, which the server no longer has "
-            f"(oldest available: {oldest})",
-            f"events between the {what} and {oldest}:4 are gone. Either replay from the oldest file knowing "
-            f"there is a gap (`wpcdc checkpoint set {oldest}:4`) or re-snapshot, and raise "
-            "binlog_expire_logs_seconds so the binlog outlives wpcdc's downtime",
+            f"the {what} {position} names binlog file {position.file}, "
+            + ("newer than any" if newer else "which is not one")
+            + f" on {m.host}:{m.port} (it has {oldest} to {newest})",
+            f"point mysql.host/mysql.port at the server that wrote the {what}; if this server's binlog was reset "
+            "(RESET MASTER, a restore), start afresh: `wpcdc checkpoint reset`, then `wpcdc snapshot` for the "
+            "current state of the posts",
         )
+
+    def require_boundary(self, position: BinlogPosition, what: str = "position") -> None:
+        """Refuse a position inside a transaction (or not at an event), as `run` would once it reads
+        there: asks the server for the events that follow it. Call after require_position."""
+        try:
+            events = self.query("SHOW BINLOG EVENTS IN %s FROM %s LIMIT 20", (position.file, position.pos))
+        except pymysql.err.OperationalError as exc:
+            if not exc.args or exc.args[0] != 1220:  # ER_ERROR_WHEN_EXECUTING_COMMAND: bad offset
+                raise
+            raise SourceError(
+                f"the {what} {position} is not the start of an event in {position.file}: {exc.args[1]}",
+                _BOUNDARY_FIX,
+                fatal=True,
+            ) from None
+        for row in events:
+            kind = str(row[2])
+            # The first event that decides, read as the binlog source reads it (cdc/source/binlog.py):
+            # a GTID or a query starts a transaction; a table map, rows or the XID belong to one
+            # that started earlier. The rest (annotations, format and GTID-list events) decide nothing.
+            if kind in ("Gtid", "Anonymous_Gtid", "Query"):
+                return
+            if _inside_transaction(kind):
+                raise SourceError(
+                    f"the {what} {position} is inside a transaction (the event there is {kind}); rows of that "
+                    "transaction would be lost, and `run` would refuse to start there",
+                    _BOUNDARY_FIX,
+                    fatal=True,
+                )
 
     def gtid_executed(self) -> GtidSet:
         """The server's executed GTIDs (MySQL gtid_executed, tags kept; MariaDB gtid_binlog_pos)."""
@@ -229,6 +283,25 @@ class Server:
     def tables(self, database: str) -> list[str]:
         rows = self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (database,))
         return [str(r[0]) for r in rows]
+
+
+_BOUNDARY_FIX = (
+    "use a transaction boundary: a position wpcdc wrote (its checkpoint, a replay summary's `to`), the "
+    "position of a GTID/BEGIN event (`SHOW BINLOG EVENTS IN 'FILE'`, `mysqlbinlog`), or the end of the binlog "
+    "(`SHOW MASTER STATUS`)"
+)
+
+
+def _inside_transaction(kind: str) -> bool:
+    """SHOW BINLOG EVENTS' Event_type of a table map, a rows event (MySQL's Write_rows, MariaDB's
+    Write_rows_v1, …_compressed_v1) or the XID that commits."""
+    return kind in ("Table_map", "Xid") or ("_rows" in kind.lower() and kind not in ("Annotate_rows", "Rows_query"))
+
+
+def _file_number(name: str) -> tuple[str, int] | None:
+    """'mysql-bin.000042' -> ('mysql-bin', 42); None when the name has no numeric extension."""
+    base, dot, number = name.rpartition(".")
+    return (base, int(number)) if dot and number.isdigit() else None
 
 
 _TAG = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")

@@ -50,7 +50,6 @@ def test_defaults_filter_the_noise(noisy: Op) -> None:
         ("post_published", "publish"),
         ("post_term_added", "uncategorized"),
         ("post_updated", ["post_content"]),
-        ("post_updated", ["post_name"]),
         ("post_updated", ["post_status"]),
         ("post_trashed", "trash"),
     ], noisy.summary()
@@ -102,3 +101,20 @@ def test_modified_only_update_when_kept(wp: WordPressStream, noisy: Op) -> None:
     assert extra == [("post_updated", [])]
     only = [e for e in wp.replay(noisy, drop_modified_only_updates=False) if e["post_id"] == pid]
     assert any(set(e["data"].get("changes", {})) == {"post_modified", "post_modified_gmt"} for e in only)
+
+
+def test_trash_slug_update_when_kept(wp: WordPressStream, noisy: Op) -> None:
+    pid = noisy.result["id"]
+    default = _gist(noisy.events, pid)
+    kept = _gist(wp.replay(noisy, drop_trash_slug_update=False), pid)
+    extra = [g for g in kept if g not in default or kept.count(g) > default.count(g)]
+    assert extra == [("post_updated", ["post_name"])]
+    # Alone it says "published, slug noisy__trashed"; it comes right before the status change.
+    at = kept.index(("post_updated", ["post_name"]))
+    assert kept[at + 1 :] == [("post_updated", ["post_status"]), ("post_trashed", "trash")]
+    slug = next(
+        e for e in wp.replay(noisy, drop_trash_slug_update=False)
+        if e["post_id"] == pid and "post_name" in e["data"].get("changes", {})
+    )  # fmt: skip
+    assert slug["data"]["changes"]["post_name"] == {"old": "noisy", "new": "noisy__trashed"}
+    assert slug["data"]["post"]["post_status"] == "publish"

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from cdc.dev.kafka import Kafka
 from cdc.dev.mysql import MySQL
 from cdc.dev.stack import (
     MYSQL_PASSWORD,
@@ -63,7 +64,7 @@ def status_statement(kind: str) -> str:
 @dataclass
 class Stack:
     db: Server
-    broker: Tansu
+    broker: Tansu | Kafka
     base: Path
 
     @property
@@ -88,6 +89,7 @@ class Streamer:
     def __init__(self, site: Site, *extra: str) -> None:
         self.log = site.dir / f"streamer-{next(_counter)}.log"
         self._fh = open(self.log, "wb")
+        site.streamers.append(self)  # stopped by the fixture if the test does not get that far
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cdc.cli", "run", "--config", str(site.config_path), *extra],
             stdout=self._fh,
@@ -124,6 +126,7 @@ class Site:
         n = next(_counter)
         self.stack = stack
         self.dir = directory
+        self.streamers: list[Streamer] = []
         self.database = database or f"wp_site_{n}_{os.getpid()}"
         self.topic = f"t{n}-{os.getpid()}.posts"
         self.dead_letter_topic = f"t{n}-{os.getpid()}.dead-letter"
@@ -204,6 +207,18 @@ class Site:
     def streamer(self, *extra: str) -> Streamer:
         return Streamer(self, *extra)
 
+    def close(self) -> None:
+        """After the test, also when it failed or was interrupted: no streamer outlives it."""
+        try:
+            for s in self.streamers:
+                if s.proc.poll() is None:
+                    try:
+                        s.stop(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        pass  # Streamer.wait killed it
+        finally:
+            self.conn.close()
+
     def consume(
         self, expect: int | None = None, topic: str | None = None, idle: float = 2.0, timeout: float = 60
     ) -> list[Record]:
@@ -245,8 +260,10 @@ class Site:
 @pytest.fixture
 def site(stack: Stack, tmp_path: Path) -> Iterator[Site]:
     s = Site(stack, tmp_path)
-    yield s
-    s.conn.close()
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture
@@ -258,9 +275,11 @@ def make_site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         sites.append(s)
         return s
 
-    yield factory
-    for s in sites:
-        s.conn.close()
+    try:
+        yield factory
+    finally:
+        for s in sites:
+            s.close()
 
 
 def in_binlog_order(records: list[Record]) -> list[Record]:

@@ -62,6 +62,31 @@ def test_bootstrap_servers_accepts_comma_string() -> None:
     ]
 
 
+@pytest.mark.parametrize("entry", ["127.0.0.1:x", "kafka:", "kafka:0", "kafka:70000", ":9092", "kafka 1:9092"])
+def test_malformed_bootstrap_server_is_a_config_error_naming_the_key(entry: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"kafka": {"bootstrap_servers": ["ok:9092", entry]}})
+    assert "kafka.bootstrap_servers" in err.value.problem and repr(entry) in err.value.problem
+
+
+@pytest.mark.parametrize("entry", ["kafka", "kafka:9092", "10.0.0.1:19092", "[::1]:9092", "::1"])
+def test_bootstrap_server_forms_kafka_python_accepts(entry: str) -> None:
+    assert parse_config({"kafka": {"bootstrap_servers": [entry]}}).kafka.bootstrap_servers == [entry]
+
+
+def test_malformed_bootstrap_server_in_check_is_exit_2_without_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.yaml"
+    config.write_text("kafka:\n  bootstrap_servers: ['127.0.0.1:x']\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "cdc.cli", "check", "--offline", "--config", str(config)], capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    assert "kafka.bootstrap_servers" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml")
@@ -157,3 +182,13 @@ def test_unreadable_bytes_in_the_file_are_a_config_error_without_the_text(tmp_pa
         load_config(path)
     assert SECRET not in f"{err.value.problem} {err.value.fix}"
     assert "line 2" in err.value.problem or "byte 30" in err.value.problem
+
+
+def test_checkpoint_store_and_its_kafka_key() -> None:
+    cfg = parse_config({"mysql": {"host": "db1", "port": 3307}, "wordpress": {"database": "blog"}})
+    assert cfg.checkpoint.store == "file" and cfg.checkpoint.kafka_topic == "wpcdc.checkpoints"
+    assert cfg.checkpoint_key() == "db1:3307/blog"
+    cfg = parse_config({"checkpoint": {"store": "kafka", "kafka_key": "shop-eu"}})
+    assert cfg.checkpoint.store == "kafka" and cfg.checkpoint_key() == "shop-eu"
+    with pytest.raises(ConfigError, match=r"checkpoint\.store"):
+        parse_config({"checkpoint": {"store": "s3"}})

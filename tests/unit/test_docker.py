@@ -103,3 +103,22 @@ def test_prometheus_scrapes_wpcdc_and_dashboard_uses_real_metrics() -> None:
     assert used and used <= known, used - known
     for f in (DOCKER / "grafana" / "provisioning").rglob("*.yml"):
         assert yaml.safe_load(f.read_text())["apiVersion"] == 1
+
+
+def test_kafka_writes_its_log_into_the_volume() -> None:
+    kafka = compose()["services"]["kafka"]
+    # apache/kafka maps KAFKA_<NAME> to <name> with `_` -> `.`; its default log.dirs is under /tmp.
+    log_dirs = str(kafka["environment"].get("KAFKA_LOG_DIRS", "/tmp/kraft-combined-logs"))
+    mounts = [v.split(":")[1] for v in kafka["volumes"] if v.split(":")[0] in compose()["volumes"]]
+    for d in log_dirs.split(","):
+        assert any(d == m or d.startswith(m.rstrip("/") + "/") for m in mounts), f"log dir {d} is not on a volume"
+
+
+def test_build_context_leaves_out_local_state() -> None:
+    context = (DOCKER / compose()["services"]["wpcdc"]["build"]["context"]).resolve()
+    ignore = context / ".dockerignore"
+    assert ignore.exists(), "the build context would send .venv, var/ and .git"
+    patterns = {line.strip().rstrip("/") for line in ignore.read_text().splitlines() if line.strip()[:1] not in "#"}
+    assert {".git", ".venv", "var", "**/__pycache__"} <= patterns
+    for needed in ("pyproject.toml", "README.md", "cdc"):  # what the Dockerfile COPYs
+        assert needed not in patterns and (context / needed).exists()

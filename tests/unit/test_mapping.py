@@ -18,6 +18,7 @@ from cdc.mapping.mapper import (
     GUID_BACKFILL,
     MODIFIED_ONLY_UPDATE,
     TERM_LOOKUP_TABLE,
+    TRASH_SLUG,
     Mapped,
     Mapper,
 )
@@ -201,6 +202,25 @@ def test_guid_backfill_is_dropped_but_a_guid_change_is_not() -> None:
     assert types(mapper(drop_guid_backfill=False).map(backfill)) == ["post_updated"]
     moved = change(P, "update", before=post_row(4, guid="http://a/?p=4"), after=post_row(4, guid="http://b/?p=4"))
     assert types(mapper().map(moved)) == ["post_updated"]
+
+
+def test_trash_slug_update_is_dropped_but_the_trashing_and_other_renames_are_not() -> None:
+    live = post_row(4, post_status="publish", post_name="hello")
+    suffixed = post_row(4, post_status="publish", post_name="hello__trashed")
+    slug_only = change(P, "update", before=live, after=suffixed)
+    assert mapper().map(slug_only).filtered == TRASH_SLUG
+    kept = mapper(drop_trash_slug_update=False).map(slug_only)
+    assert types(kept) == ["post_updated"]
+    assert kept.events[0]["data"]["changes"]["post_name"] == {"old": "hello", "new": "hello__trashed"}
+    # The status change that follows carries the new slug in its row: it is the event consumers see.
+    trashed = mapper().map(change(P, "update", before=suffixed, after={**suffixed, "post_status": "trash"}))
+    assert types(trashed) == ["post_updated", "post_trashed"]
+    assert trashed.events[0]["data"]["post"]["post_name"] == "hello__trashed"
+    # A rename that is not the trash suffix, or one together with other columns, is data.
+    renamed = change(P, "update", before=live, after={**live, "post_name": "hello-again"})
+    assert types(mapper().map(renamed)) == ["post_updated"]
+    with_title = change(P, "update", before=live, after={**suffixed, "post_title": "New"})
+    assert types(mapper().map(with_title)) == ["post_updated"]
 
 
 def test_meta_and_terms_of_a_filtered_post_are_filtered() -> None:

@@ -249,3 +249,24 @@ def test_table_ddl_of_captured_tables_becomes_table_events() -> None:
         model.model_validate(event)
         assert event["post_id"] is None and event["source"]["pos"] == item.pos
     assert mapper.table_event(truncated)["event_id"] == "101:binlog.000001:200:0"
+
+
+class _EndedReader:
+    """What the library's reader does when the server sends its dump thread an EOF packet (MySQL on
+    shutdown): the iteration just ends."""
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_live_stream_the_server_ends_is_a_lost_connection_not_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(BinlogSource, "_open", lambda self: _EndedReader())
+    live = BinlogSource(parse_config({}), BinlogPosition("binlog.000001", 4))
+    with pytest.raises(SourceError, match="ended the binlog stream") as raised:
+        list(live.items())
+    assert not raised.value.fatal  # the pipeline reconnects from the last checkpoint
+    # A non-blocking read (replay) really is done at the end of the binlog.
+    assert list(BinlogSource(parse_config({}), BinlogPosition("binlog.000001", 4), blocking=False).items()) == []

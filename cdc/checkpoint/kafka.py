@@ -1,0 +1,188 @@
+"""The checkpoint as a record in a compacted Kafka topic (checkpoint.store: kafka), keyed by the
+source's identity, so the position survives the loss of the machine wpcdc runs on.
+
+The value is the same JSON as the file store's. A reset writes a tombstone. Reading finds the latest
+record for the key by walking back from the partition's end in growing windows: one fetch when the
+topic holds one source per partition, and never a scan of the whole uncompacted head of a busy topic.
+
+One writer per key: the `run` that owns the source (`owner=True`) reads the topic once and then
+keeps what it last saved, so restarting after a broker outage does not need the broker to answer a
+read first. Every other user (`checkpoint show`, a `snapshot` following a run) reads afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
+
+from cdc.checkpoint.store import Checkpoint
+from cdc.config import KafkaConfig
+from cdc.errors import CheckpointError, ConfigError, KafkaSetupError, SinkError
+
+log = logging.getLogger(__name__)
+
+_FIRST_WINDOW = 64  # offsets read back from the end before widening (x8 each time)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    # The Java client's and kafka-python's default for a keyed record, so other tools agree on it.
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class KafkaCheckpointStore:
+    def __init__(self, config: KafkaConfig, topic: str, key: str, *, owner: bool = False) -> None:
+        self._config = config
+        self._topic = topic
+        self._key = key.encode()
+        self._owner = owner
+        self.where = f"Kafka topic {topic} (key {key!r})"
+        self._known = False  # owner: has read or written the key, so _last is the truth
+        self._last: Checkpoint | None = None
+        self._producer: KafkaProducer | None = None
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": self._config.bootstrap_servers,
+            "client_id": f"{self._config.client_id}-checkpoint",
+            "request_timeout_ms": self._config.request_timeout_ms,
+            **self._config.producer_security(),
+        }
+
+    def _unreachable(self, what: str, exc: BaseException) -> CheckpointError:
+        return CheckpointError(
+            f"cannot {what} the checkpoint in {self.where} at {','.join(self._config.bootstrap_servers)}: "
+            f"{type(exc).__name__}",
+            "check that the brokers are up and kafka.bootstrap_servers / security settings; `wpcdc check` tells which",
+        )
+
+    def _missing(self) -> KafkaSetupError:
+        return KafkaSetupError(
+            f"the checkpoint topic {self._topic!r} does not exist (checkpoint.store is kafka)",
+            f"create it compacted: `kafka-topics.sh --bootstrap-server {self._config.bootstrap_servers[0]} --create "
+            f"--topic {self._topic} --partitions 1 --config cleanup.policy=compact`, or set checkpoint.kafka_topic",
+        )
+
+    def load(self) -> Checkpoint | None:
+        if self._owner and self._known:
+            return self._last
+        try:
+            found = self._read()
+        except KafkaError as exc:
+            raise self._unreachable("read", exc) from None
+        cp = None
+        if found is not None:
+            try:
+                cp = Checkpoint.from_json(json.loads(found))
+            except (ValueError, KeyError, TypeError, ConfigError):
+                raise CheckpointError(
+                    f"the latest record in {self.where} is not a valid wpcdc checkpoint",
+                    "set one with `wpcdc checkpoint set FILE:POS` (it writes a new record for the key)",
+                ) from None
+        if self._owner:
+            self._known, self._last = True, cp
+        return cp
+
+    def _read(self) -> bytes | None:
+        """The latest value for the key (None: none, or a tombstone)."""
+        consumer = KafkaConsumer(
+            enable_auto_commit=False,
+            isolation_level="read_committed",  # a checkpoint written in an aborted transaction never counts
+            consumer_timeout_ms=200,
+            **self._common(),
+        )
+        try:
+            partitions = consumer.partitions_for_topic(self._topic)
+            if not partitions:
+                raise self._missing()
+            count = max(partitions) + 1
+            first = partition_for(self._key, count)
+            # Only the key's partition is read, unless the key is not there (the topic was repartitioned).
+            found: list[tuple[int, bytes | None]] = []
+            for p in [first, *sorted(set(partitions) - {first})]:
+                hit = self._latest_in(consumer, TopicPartition(self._topic, p))
+                if hit is not None:
+                    found.append(hit)
+                    if p == first:
+                        break
+            if not found:
+                return None
+            return max(found, key=lambda hit: hit[0])[1]  # newest by record timestamp
+        finally:
+            consumer.close()
+
+    def _latest_in(self, consumer: KafkaConsumer, tp: TopicPartition) -> tuple[int, bytes | None] | None:
+        consumer.assign([tp])
+        begin = consumer.beginning_offsets([tp])[tp]
+        end = consumer.end_offsets([tp])[tp]
+        window, hi = _FIRST_WINDOW, end
+        while hi > begin:
+            lo = max(begin, hi - window)
+            consumer.seek(tp, lo)
+            latest: tuple[int, bytes | None] | None = None
+            deadline = time.monotonic() + self._config.request_timeout_ms / 1000
+            while consumer.position(tp) < hi:
+                if time.monotonic() > deadline:
+                    raise CheckpointError(f"reading {self.where} did not progress within kafka.request_timeout_ms")
+                for records in consumer.poll(timeout_ms=200).values():
+                    for r in records:
+                        if r.offset < hi and r.key == self._key:
+                            latest = (r.timestamp, r.value)
+            if latest is not None:
+                return latest
+            hi, window = lo, window * 8
+        return None
+
+    def _producer_for_writes(self) -> KafkaProducer:
+        if self._producer is None:
+            try:
+                self._producer = KafkaProducer(
+                    acks="all", enable_idempotence=True, linger_ms=0, max_block_ms=self._config.max_block_ms,
+                    **self._common(),
+                )  # fmt: skip
+            except KafkaError as exc:
+                raise SinkError(f"cannot connect to Kafka to write the checkpoint: {type(exc).__name__}") from None
+        return self._producer
+
+    def _write(self, value: bytes | None) -> None:
+        producer = self._producer_for_writes()
+        try:
+            partitions = producer.partitions_for(self._topic)
+        except KafkaError:
+            partitions = None
+        if not partitions:
+            raise self._missing()
+        # Transient, like a failed event send: `run` restarts from the checkpoint it last stored, so a
+        # failed write re-sends events, never skips them.
+        try:
+            producer.send(
+                self._topic, key=self._key, value=value, partition=partition_for(self._key, max(partitions) + 1)
+            ).get(timeout=self._config.flush_timeout_seconds)
+        except KafkaError as exc:
+            raise SinkError(f"could not write the checkpoint to {self.where}: {exc}") from None
+
+    def save(self, checkpoint: Checkpoint) -> Checkpoint:
+        stamped = checkpoint.stamped()
+        self._write(json.dumps(stamped.to_json()).encode())
+        self._known, self._last = True, stamped
+        return stamped
+
+    def reset(self) -> bool:
+        had = self.load() is not None
+        if had:
+            self._write(None)  # a tombstone: compaction removes the key
+        self._known, self._last = True, None
+        return had
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            except Exception:  # closing to a dead broker must not mask the original error
+                log.debug("error closing the checkpoint producer", exc_info=True)
+            self._producer = None
