@@ -17,10 +17,13 @@ class RowChange:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     file: str
-    pos: int  # start of the rows event; with `row` it identifies the change
+    pos: int  # start of the rows event (of its transaction payload, if compressed); with `row` it identifies the change
     row: int
     timestamp: int
     gtid: str | None
+    # Inside a compressed transaction (MySQL TRANSACTION_PAYLOAD): the rows event's 0-based ordinal
+    # among the payload's inner events; `pos` is then the payload's position. None otherwise.
+    event: int | None = None
 
 
 @dataclass(slots=True)
@@ -55,6 +58,7 @@ class UndecodableRows:
     gtid: str | None
     error: str
     raw_event: bytes
+    event: int | None = None  # as RowChange.event
 
 
 @dataclass(frozen=True, slots=True)

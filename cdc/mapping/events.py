@@ -54,6 +54,11 @@ class Source(_Model):
         "(Pos) and mysqlbinlog (# at) show it"
     )
     row: int = Field(description="index of the row within the rows event (table events: of the table in the DDL)")
+    event: int | None = Field(
+        None,
+        description="only for a compressed MySQL transaction (binlog_transaction_compression): pos is the "
+        "transaction payload's position and this the rows event's 0-based ordinal among the payload's inner events",
+    )
     table: str
     gtid: str | None = Field(None, description="GTID of the transaction, when the server has one")
     lookups: list[str] | None = Field(

@@ -461,6 +461,12 @@ class Mapper:
             self._ts_cache = (ts, text)
         return text
 
+    def _coordinates(self, c: RowChange | UndecodableRows) -> str:
+        """The event-id prefix: server:file:pos, or server:file:pos.event inside a compressed transaction."""
+        if c.event is None:
+            return f"{self.server_id}:{c.file}:{c.pos}"
+        return f"{self.server_id}:{c.file}:{c.pos}.{c.event}"
+
     def _source(self, c: RowChange | UndecodableRows, row: int | None = None) -> dict[str, Any]:
         src: dict[str, Any] = {
             "server_id": self.server_id,
@@ -469,6 +475,8 @@ class Mapper:
             "row": c.row if row is None else row,
             "table": c.table,
         }
+        if c.event is not None:
+            src["event"] = c.event
         if c.gtid is not None:
             src["gtid"] = c.gtid
         return src
@@ -482,7 +490,7 @@ class Mapper:
         data: dict[str, Any],
         suffix: str | None = None,
     ) -> dict[str, Any]:
-        event_id = f"{self.server_id}:{c.file}:{c.pos}:{c.row}"
+        event_id = f"{self._coordinates(c)}:{c.row}"
         if suffix:
             event_id += ":" + suffix
         return {
@@ -524,7 +532,7 @@ class Mapper:
         and the raw event (base64), enough to decode it by hand or replay it after a fix."""
         return {
             "event_type": ev.DEAD_LETTER,
-            "event_id": f"{self.server_id}:{u.file}:{u.pos}:0:undecodable",
+            "event_id": f"{self._coordinates(u)}:0:undecodable",
             "schema_version": ev.SCHEMA_VERSION,
             "occurred_at": self._occurred_at(u.timestamp),
             "blog_id": u.wp.blog_id,
@@ -545,7 +553,7 @@ class Mapper:
                 post_id = image[col]
                 break
         return self._dead_letter_record(
-            f"{self.server_id}:{c.file}:{c.pos}:{c.row}:dead_letter", c.timestamp, c.wp.blog_id, post_id,
+            f"{self._coordinates(c)}:{c.row}:dead_letter", c.timestamp, c.wp.blog_id, post_id,
             self._source(c), _reason(exc), c.op, c.before, c.after,
         )  # fmt: skip
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.constants import FIELD_TYPE
 from pymysqlreplication.event import (
     GtidEvent,
     HeartbeatLogEvent,
@@ -48,15 +49,16 @@ from cdc.core.changes import (
 from cdc.core.position import BinlogPosition
 from cdc.core.tables import TableKind, TableMatcher
 from cdc.errors import PositionGoneError, SourceError
-from cdc.source import fast_decoding
+from cdc.source import fast_decoding, mysql_events
+from cdc.source.mysql_events import PayloadError, TransactionPayloadEvent
 from cdc.source.server import open_connection
 
 log = logging.getLogger(__name__)
 
-# Event types whose rows the library cannot decode and would silently skip: MySQL's
-# TRANSACTION_PAYLOAD_EVENT (binlog_transaction_compression) and MariaDB's compressed rows events
-# (log_bin_compress). Seeing one means rows are being lost, so the source stops.
-_UNDECODABLE_EVENT_TYPES = {40, 165, 166, 167, 168, 169, 170, 171}
+# Event types whose rows the library cannot decode and would silently skip: MariaDB's compressed
+# rows events (log_bin_compress). Seeing one means rows are being lost, so the source stops.
+# (MySQL's TRANSACTION_PAYLOAD_EVENT, type 40, is decoded: see mysql_events.)
+_UNDECODABLE_EVENT_TYPES = {165, 166, 167, 168, 169, 170, 171}
 _CAPTURED = frozenset({TableKind.POSTS, TableKind.POSTMETA, TableKind.TERM_RELATIONSHIPS})
 _MARIADB_GTID_STANDALONE = 0x01
 _MARIADB_GTID_PREPARED_XA = 0x40  # FL_PREPARED_XA: this transaction is XA START ... XA PREPARE
@@ -173,6 +175,7 @@ class BinlogSource:
                 XAPrepareEvent,
                 # The library drops events whose class is not listed, the table maps included.
                 *fast_decoding.EVENT_CLASSES,
+                *mysql_events.EVENT_CLASSES,
                 XidEvent,
                 QueryEvent,
                 GtidEvent,
@@ -249,7 +252,7 @@ class BinlogSource:
         # Row items of an XA transaction, held until its XA PREPARE: its outcome is decided later.
         xa: list[RowChange | UndecodableRows] | None = None
 
-        for ev in reader:
+        for ev in _unpack_payloads(reader):
             if isinstance(ev, RotateEvent):
                 file = ev.next_binlog
                 if not in_txn:
@@ -329,18 +332,10 @@ class BinlogSource:
                     raise SourceError(
                         f"binlog event type {ev.event_type} at {file}:{event_start(ev)} "
                         "holds compressed rows that cannot be decoded",
-                        "turn off binlog_transaction_compression (MySQL) or log_bin_compress (MariaDB)",
+                        "turn off log_bin_compress (MariaDB)",
                         fatal=True,
                     )
                 continue
-            # Any session may SET binlog_row_value_options=PARTIAL_JSON: only a captured table's partial
-            # image is a problem (a plugin's JSON table goes on like any other table that is not ours).
-            if isinstance(ev, PartialUpdateRowsEvent) and match(ev.table) is not None:
-                raise SourceError(
-                    f"partial JSON update at {file}:{event_start(ev)} has no full after image",
-                    "SET GLOBAL binlog_row_value_options='' (MySQL) and restart wpcdc from a checkpoint after it",
-                    fatal=True,
-                )
             # A rows event.
             if in_txn is None:
                 self._mid_transaction()
@@ -348,6 +343,7 @@ class BinlogSource:
             if wp is None:
                 continue
             pos = event_start(ev)
+            inner = getattr(ev, "payload_index", None)
             ts = ev.timestamp
             op = (
                 "update"
@@ -357,28 +353,31 @@ class BinlogSource:
                 else "delete"
             )
             try:
+                if isinstance(ev, PartialUpdateRowsEvent):
+                    _refuse_partial_json(ev)
                 rows = ev.rows
             except Exception as exc:  # undecodable row images: dead-letter them, do not crash-loop here
                 raw = bytes(ev.packet.packet.get_all_data())
-                bad = UndecodableRows(op, ev.table, wp, file, pos, ts, gtid, f"{type(exc).__name__}: {exc}", raw)
+                error = f"{type(exc).__name__}: {exc}"
+                bad = UndecodableRows(op, ev.table, wp, file, pos, ts, gtid, error, raw, inner)
                 if xa is not None:
                     xa.append(bad)
                 else:
                     yield bad
                 continue
             if xa is not None:
-                xa.extend(_row_changes(op, ev.table, wp, rows, file, pos, ts, gtid))
+                xa.extend(_row_changes(op, ev.table, wp, rows, file, pos, ts, gtid, inner))
             elif op == "update":
                 for i, r in enumerate(rows):
                     yield RowChange(
-                        "update", ev.table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid
+                        "update", ev.table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid, inner
                     )
             elif op == "insert":
                 for i, r in enumerate(rows):
-                    yield RowChange("insert", ev.table, wp, None, r["values"], file, pos, i, ts, gtid)
+                    yield RowChange("insert", ev.table, wp, None, r["values"], file, pos, i, ts, gtid, inner)
             else:
                 for i, r in enumerate(rows):
-                    yield RowChange("delete", ev.table, wp, r["values"], None, file, pos, i, ts, gtid)
+                    yield RowChange("delete", ev.table, wp, r["values"], None, file, pos, i, ts, gtid, inner)
 
     def _table_changes(self, ev: QueryEvent, file: str, gtid: str | None) -> Iterator[TableChange]:
         raw = getattr(ev, "schema", b"")  # the statement's default database (USE ...)
@@ -402,15 +401,16 @@ class BinlogSource:
 
 
 def _row_changes(
-    op: str, table: str, wp: Any, rows: list[dict[str, Any]], file: str, pos: int, ts: int, gtid: str | None
-) -> Iterator[RowChange]:
+    op: str, table: str, wp: Any, rows: list[dict[str, Any]], file: str, pos: int, ts: int, gtid: str | None,
+    inner: int | None = None,
+) -> Iterator[RowChange]:  # fmt: skip
     for i, r in enumerate(rows):
         if op == "update":
-            yield RowChange(op, table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid)
+            yield RowChange(op, table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid, inner)
         elif op == "insert":
-            yield RowChange(op, table, wp, None, r["values"], file, pos, i, ts, gtid)
+            yield RowChange(op, table, wp, None, r["values"], file, pos, i, ts, gtid, inner)
         else:
-            yield RowChange(op, table, wp, r["values"], None, file, pos, i, ts, gtid)
+            yield RowChange(op, table, wp, r["values"], None, file, pos, i, ts, gtid, inner)
 
 
 def table_ddl(query: str, schema: str, database: str) -> list[tuple[str, str, str | None, str | None]]:
@@ -489,9 +489,53 @@ def event_start(ev: Any) -> int:
     The header's log_pos is the end of the event and the header's event_size its whole length. The
     library's `ev.event_size` is shorter (it leaves out the 19-byte header and the 4-byte checksum),
     so subtracting that one lands 23 bytes inside the event. Every position wpcdc publishes comes
-    from here, so a future per-row scheme (rows inside a compressed payload) extends this one place.
+    from here. An event inside a compressed transaction has no position of its own (its header says
+    0; SHOW BINLOG EVENTS prints the payload's end): it is identified by its payload's start and its
+    `payload_index` (RowChange.event).
     """
+    payload = getattr(ev, "payload", None)
+    if payload is not None:
+        ev = payload
     return int(ev.packet.log_pos - ev.packet.event_size)
+
+
+class PartialJsonImage(Exception):
+    pass
+
+
+def _refuse_partial_json(ev: PartialUpdateRowsEvent) -> None:
+    """binlog_row_value_options=PARTIAL_JSON (settable per session) turns every UPDATE into a
+    PARTIAL_UPDATE_ROWS event. Only JSON columns get partial (diff) after images; other columns are
+    full, so tables without JSON columns (every WordPress core table) decode exactly. For a table
+    with a JSON column the library returns the diff, or None for an unchanged column: a wrong after
+    image. Such events are dead-lettered (with their raw bytes), never emitted as updates, and never
+    a stop that every restart would hit again."""
+    json_columns = [c.name for c in ev.columns if c.type == FIELD_TYPE.JSON]
+    if json_columns:
+        raise PartialJsonImage(
+            f"partial JSON after image (binlog_row_value_options=PARTIAL_JSON) of {ev.schema}.{ev.table}, "
+            f"JSON column(s) {', '.join(map(str, json_columns))}; SET GLOBAL binlog_row_value_options='' "
+            "on the source (and in the sessions that set it) so updates are logged with full images"
+        )
+
+
+def _unpack_payloads(reader: BinLogStreamReader) -> Iterator[Any]:
+    """The reader's events, each compressed transaction replaced by its inner events, streamed."""
+    for ev in reader:
+        if not isinstance(ev, TransactionPayloadEvent):
+            yield ev
+            continue
+        try:
+            yield from ev.events()
+        except PayloadError as exc:
+            start = event_start(ev)
+            raise SourceError(
+                f"the compressed transaction at {reader.log_file}:{start} cannot be read: {exc}",
+                f"check it with `mysqlbinlog --start-position={start} {reader.log_file}`; if the server "
+                "wrote it correctly this is a wpcdc bug (please report it with that output); to go on without "
+                f"this transaction, `wpcdc checkpoint set {reader.log_file}:{ev.packet.log_pos}`",
+                fatal=True,
+            ) from None
 
 
 def _boundary(file: str, ev: Any, gtid: str | None) -> TransactionEnd:

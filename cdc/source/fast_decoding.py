@@ -40,6 +40,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateR
 from pymysqlreplication.table import Table
 
 from cdc.core.values import invalid_date, invalid_datetime, invalid_text
+from cdc.source import mysql_events
 
 MEMO_ATTRIBUTE = "_wpcdc_table_map_memo"
 _PLAN_ATTRIBUTE = "_wpcdc_row_plan"
@@ -440,6 +441,9 @@ class FastPacketWrapper(BinLogPacketWrapper):
 
     def __init__(self, from_packet: Any, table_map: Any, ctl_connection: Any, *args: Any, **kwargs: Any) -> None:
         event_type = from_packet._data[from_packet._position + 5]  # after the OK byte and the timestamp
+        if event_type == mysql_events.TRANSACTION_PAYLOAD_EVENT:
+            # Its inner events are wrapped later with exactly the reader's arguments (see mysql_events).
+            self.wpcdc_wrapper_args = (table_map, ctl_connection, args, kwargs)
         if (
             event_type not in (BINLOG.XID_EVENT, BINLOG.MARIADB_GTID_EVENT)
             or getattr(ctl_connection, MEMO_ATTRIBUTE, None) is None
@@ -484,11 +488,7 @@ class FastPacketWrapper(BinLogPacketWrapper):
         self.event = ev
 
 
-_WRAPPER_PARAMS = (
-    "mysql_version", "use_checksum", "allowed_events", "only_tables", "ignored_tables", "only_schemas",
-    "ignored_schemas", "freeze_schema", "ignore_decode_errors", "verify_checksum", "optional_meta_data",
-    "enable_logging", "use_column_name_cache", "post_header_lengths",
-)  # fmt: skip
+_WRAPPER_PARAMS = mysql_events.WRAPPER_PARAMS
 
 
 _WRAPPER_DEFAULTS = {"use_column_name_cache": False, "post_header_lengths": None}
@@ -514,6 +514,8 @@ def install() -> None:
         event_map[v] = FastUpdateRowsEvent
     for v in (BINLOG.DELETE_ROWS_EVENT_V1, BINLOG.DELETE_ROWS_EVENT_V2):
         event_map[v] = FastDeleteRowsEvent
+    # Not speed-ups: events the library cannot read at all (compressed transactions, tagged GTIDs).
+    mysql_events.install(event_map)
 
 
 def enable(ctl_connection: Any) -> None:

@@ -36,11 +36,6 @@ _REQUIRED_VARIABLES = [
 _FORBIDDEN_VARIABLES = [
     ("log_bin_compress", "ON", "SET GLOBAL log_bin_compress=OFF: compressed rows events cannot be decoded"),
     (
-        "binlog_transaction_compression",
-        "ON",
-        "SET GLOBAL binlog_transaction_compression=OFF: compressed transactions cannot be decoded",
-    ),
-    (
         "binlog_row_value_options",
         "PARTIAL_JSON",
         "SET PERSIST binlog_row_value_options='' (MySQL; or put binlog_row_value_options='' in my.cnf): "

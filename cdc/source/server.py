@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import uuid as _uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
@@ -282,6 +284,12 @@ class Server:
                     fatal=True,
                 )
 
+    def gtid_executed(self) -> GtidSet:
+        """The server's executed GTIDs (MySQL gtid_executed, tags kept; MariaDB gtid_binlog_pos)."""
+        name = "gtid_binlog_pos" if self.is_mariadb() else "gtid_executed"
+        value = self.variables(name).get(name, "")
+        return GtidSet.parse(value)
+
     def grants(self) -> list[str]:
         return [str(r[0]) for r in self.query("SHOW GRANTS FOR CURRENT_USER()")]
 
@@ -307,3 +315,91 @@ def _file_number(name: str) -> tuple[str, int] | None:
     """'mysql-bin.000042' -> ('mysql-bin', 42); None when the name has no numeric extension."""
     base, dot, number = name.rpartition(".")
     return (base, int(number)) if dot and number.isdigit() else None
+
+
+_TAG = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")
+_INTERVAL = re.compile(r"^(\d+)(?:-(\d+))?$")
+_UUID = re.compile(r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
+_MARIADB_GTID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+
+
+@dataclass(frozen=True)
+class GtidSet:
+    """A MySQL GTID set with tags (MySQL >= 8.3: `uuid:1-5:tag:1-3`), or a MariaDB GTID list
+    (`domain-server-seq,…`). python-mysql-replication 1.0.x rejects tags ("GTID format is
+    incorrect"), so wpcdc parses sets itself and keeps the tags."""
+
+    # (uuid, tag or "") -> sorted, merged closed intervals
+    intervals: dict[tuple[str, str], tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    # domain -> (server_id, seq_no), MariaDB only
+    mariadb: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> GtidSet:
+        raw: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        mariadb: dict[int, tuple[int, int]] = {}
+        for element in (e.strip() for e in text.replace("\n", "").split(",")):
+            if not element:
+                continue
+            m = _MARIADB_GTID.match(element)
+            if m:
+                mariadb[int(m.group(1))] = (int(m.group(2)), int(m.group(3)))
+                continue
+            sid, *parts = element.split(":")
+            sid = sid.strip().lower()
+            if not _UUID.match(sid) or not parts:
+                raise ValueError(f"{element!r} is not a GTID set element (uuid[:tag]:interval…)")
+            sid = str(_uuid.UUID(sid))
+            tag = ""
+            for part in (p.strip().lower() for p in parts):
+                iv = _INTERVAL.match(part)
+                if iv:
+                    start = int(iv.group(1))
+                    end = int(iv.group(2) or start)
+                    if start < 1 or end < start:
+                        raise ValueError(f"bad interval {part!r} in {element!r}")
+                    raw.setdefault((sid, tag), []).append((start, end))
+                elif _TAG.match(part):
+                    tag = part
+                else:
+                    raise ValueError(f"{part!r} in {element!r} is neither an interval nor a tag")
+        return cls({key: _merge(ivs) for key, ivs in raw.items()}, mariadb)
+
+    def __contains__(self, gtid: object) -> bool:
+        """A single GTID: `uuid:gno`, `uuid:tag:gno` or MariaDB's `domain-server-seq`."""
+        if not isinstance(gtid, str):
+            return False
+        m = _MARIADB_GTID.match(gtid)
+        if m:
+            domain, seq = int(m.group(1)), int(m.group(3))
+            return domain in self.mariadb and seq <= self.mariadb[domain][1]
+        parts = gtid.lower().split(":")
+        if len(parts) not in (2, 3) or not parts[-1].isdigit():
+            return False
+        sid, tag, gno = str(_uuid.UUID(parts[0])), parts[1] if len(parts) == 3 else "", int(parts[-1])
+        return any(a <= gno <= b for a, b in self.intervals.get((sid, tag), ()))
+
+    def __str__(self) -> str:
+        """MySQL's own notation: per uuid the untagged intervals, then each tag with its intervals."""
+        out: list[str] = []
+        for sid in sorted({sid for sid, _ in self.intervals}):
+            text = sid
+            for (s, tag), ivs in sorted(self.intervals.items()):
+                if s != sid:
+                    continue
+                if tag:
+                    text += f":{tag}"
+                text += "".join(f":{a}" if a == b else f":{a}-{b}" for a, b in ivs)
+            out.append(text)
+        out += [f"{d}-{srv}-{seq}" for d, (srv, seq) in sorted(self.mariadb.items())]
+        return ",".join(out)
+
+
+def _merge(intervals: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(intervals):
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return tuple(merged)
