@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdc.dev.stack import DevStackError, _tail, _wait_port, free_port, stop_process
+from cdc.dev.stack import DevStackError, _tail, _wait_port, free_port, start_in_session, stop_process
 
 KAFKA_VERSION = "4.1.0"
 # log4j-slf4j-impl: the broker logs through slf4j 1.7; without a binding its log would be empty.
@@ -239,12 +239,8 @@ class Kafka:
             if done.returncode != 0:
                 raise DevStackError(f"kafka-storage format failed ({done.returncode}):\n{done.stdout[-3000:]}")
         began = time.monotonic()
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                # A session of its own, like the other dev servers: a Ctrl-C reaches pytest, which stops it.
-                self._java(libs, "kafka.Kafka", str(props), heap=self.heap),
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        # A session of its own, like the other dev servers: a Ctrl-C reaches pytest, which stops it.
+        self.proc = start_in_session(self._java(libs, "kafka.Kafka", str(props), heap=self.heap), self.log)
         try:
             _wait_port(self.port, self.proc, self.log, timeout)
             self._wait_ready(began + timeout)

@@ -18,23 +18,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pymysql
 
-from cdc.dev.stack import (
-    MYSQL_PASSWORD,
-    MYSQL_USER,
-    DevStackError,
-    _tail,
-    _wait_port,
-    free_port,
-    stop_process,
-)
+from cdc.dev.stack import DevStackError, _SqlServer, _tail, _user
 
 _PACKAGES = ("mysql-server-core", "mysql-client-core")
 _LIB = "usr/lib/x86_64-linux-gnu"
@@ -193,77 +185,51 @@ def mysqld_version(root: Path | None = None) -> str:
 
 
 @dataclass
-class MySQL:
+class MySQL(_SqlServer):
     """An Oracle MySQL 8.0+ server with ROW/FULL/FULL binlog and GTIDs in its own datadir (and TLS when
     tls_dir is given: see stack.make_tls_files). Same interface as stack.MariaDB."""
 
-    base: Path
-    port: int = 0
     server_id: int = 201
-    extra_args: list[str] = field(default_factory=list)
-    tls_dir: Path | None = None
-    proc: subprocess.Popen[bytes] | None = None
     kind: str = "mysql"
 
-    @property
-    def datadir(self) -> Path:
-        return self.base / "data"
+    _log_name: ClassVar[str] = "mysqld.err"
+    # SHOW MASTER STATUS is gone since MySQL 8.4; SHOW BINARY LOG STATUS exists since 8.2.
+    _binlog_status: ClassVar[str] = "SHOW BINARY LOG STATUS"
+    _start_timeout: ClassVar[float] = 60.0
+    _connect_timeout: ClassVar[float] = 30.0
+    _stop_timeout: ClassVar[float] = 60.0
 
     @property
-    def log(self) -> Path:
-        return self.base / "mysqld.err"
+    def _files(self) -> Path:
+        return self.base / "files"
 
-    @property
-    def socket(self) -> Path:
-        return self.base / "mysqld.sock"
+    def _server_command(self) -> list[str]:
+        return _cmd(mysql_root(), "usr/sbin/mysqld")
 
-    @property
-    def version(self) -> str:
-        with self.root() as conn, conn.cursor() as cur:
-            cur.execute("SELECT VERSION()")
-            return str(cur.fetchone()[0])
+    def _initialize(self, server: list[str], fresh: bool) -> None:
+        if not fresh:
+            return
+        self._files.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [*server, "--no-defaults", "--initialize-insecure", f"--datadir={self.datadir}",
+             f"--secure-file-priv={self._files}", f"--log-error={self.log}", "--user=" + _user(),
+             "--innodb-buffer-pool-size=64M", "--innodb-redo-log-capacity=64M"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            detail = f"{done.stdout[-2000:]}\n{_tail(self.log)}"
+            raise DevStackError(f"mysqld --initialize-insecure failed ({done.returncode}):\n{detail}")
 
-    def start(self) -> MySQL:
-        root = mysql_root()
-        mysqld = _cmd(root, "usr/sbin/mysqld")
-        self.base = self.base.resolve()
-        files = self.base / "files"
-        fresh = not self.datadir.exists()
-        if fresh:
-            files.mkdir(parents=True, exist_ok=True)
-            done = subprocess.run(
-                [*mysqld, "--no-defaults", "--initialize-insecure", f"--datadir={self.datadir}",
-                 f"--secure-file-priv={files}", f"--log-error={self.log}", "--user=" + _user(),
-                 "--innodb-buffer-pool-size=64M", "--innodb-redo-log-capacity=64M"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
-            if done.returncode != 0:
-                detail = f"{done.stdout[-2000:]}\n{_tail(self.log)}"
-                raise DevStackError(f"mysqld --initialize-insecure failed ({done.returncode}):\n{detail}")
-        self.port = self.port or free_port()
-        args = [
-            *mysqld, "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
-            "--bind-address=127.0.0.1", f"--socket={self.socket}", f"--secure-file-priv={files}",
-            f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={self.log}", "--user=" + _user(),
-            f"--log-bin={self.datadir / 'binlog'}", *CDC_SETTINGS, f"--server-id={self.server_id}", "--mysqlx=OFF",
+    def _server_args(self) -> list[str]:
+        return [
+            f"--secure-file-priv={self._files}", *CDC_SETTINGS, "--mysqlx=OFF",
             # Small: the suite runs MariaDB and MySQL side by side on a 2-core machine.
             "--innodb-buffer-pool-size=64M", "--innodb-redo-log-capacity=64M", "--innodb-log-buffer-size=8M",
-            "--performance-schema=OFF", "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2",
-            "--sync-binlog=0", "--max-connections=200", "--temptable-max-ram=64M",
+            "--performance-schema=OFF", "--temptable-max-ram=64M",
             # What WordPress's wpdb leaves of MySQL's default sql_mode on every connection (it drops
             # NO_ZERO_DATE, STRICT_*, ONLY_FULL_GROUP_BY): WordPress's schema has zero-date defaults.
             "--sql-mode=NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION",
-            *self.extra_args,
         ]  # fmt: skip
-        if self.tls_dir is not None:
-            t = self.tls_dir
-            args += [f"--ssl-ca={t / 'ca.pem'}", f"--ssl-cert={t / 'server.pem'}", f"--ssl-key={t / 'server.key'}"]
-        # Its own session, as stack.MariaDB: a Ctrl-C reaches pytest, whose teardown stops it.
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        _wait_port(self.port, self.proc, self.log, timeout=60)
-        if fresh:
-            self._bootstrap()
-        return self
 
     def _bootstrap(self) -> None:
         # --initialize-insecure makes root@localhost only, and --skip-name-resolve keeps TCP clients
@@ -272,39 +238,7 @@ class MySQL:
             cur.execute("CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''")
             cur.execute("GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION")
             # caching_sha2_password: MySQL's default and (9.x) only built-in password plugin.
-            cur.execute(f"CREATE USER IF NOT EXISTS '{MYSQL_USER}'@'%' IDENTIFIED BY '{MYSQL_PASSWORD}'")
-            cur.execute(f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{MYSQL_USER}'@'%'")
-
-    def root(self, database: str | None = None) -> pymysql.connections.Connection:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                return pymysql.connect(
-                    host="127.0.0.1", port=self.port, user="root", password="", database=database,
-                    charset="utf8mb4", autocommit=True,
-                )  # fmt: skip
-            except pymysql.err.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def binlog_end(self) -> str:
-        """FILE:POS where the next transaction will start (a boundary). SHOW MASTER STATUS is gone
-        since MySQL 8.4; SHOW BINARY LOG STATUS exists since 8.2."""
-        with self.root() as conn, conn.cursor() as cur:
-            cur.execute("SHOW BINARY LOG STATUS")
-            file, pos = cur.fetchone()[:2]
-        return f"{file}:{pos}"
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout=60)
-
-
-def _user() -> str:
-    import getpass
-
-    return getpass.getuser()
+            self._create_cdc_user(cur)
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 import pymysql
 
@@ -104,18 +105,38 @@ def make_tls_files(directory: Path) -> Path:
     return directory
 
 
+def start_in_session(args: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a dev server in a session of its own (see the module docstring), its output appended to
+    `log` or dropped (servers writing their own log file)."""
+    if log is None:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+_S = TypeVar("_S", bound="_SqlServer")
+
+
 @dataclass
-class MariaDB:
-    """A MariaDB 10.5+ server with ROW/FULL/FULL binlog in its own datadir (and TLS when tls_dir is
-    given: see make_tls_files)."""
+class _SqlServer:
+    """What MariaDB and cdc.dev.mysql.MySQL share: a server in its own datadir under `base`, on a free
+    loopback port, with the binlog on, TLS when tls_dir is given (see make_tls_files), a `root()`
+    connection over TCP and the replication user MYSQL_USER. Subclasses say how to find, initialise
+    and configure their server."""
 
     base: Path
     port: int = 0
-    server_id: int = 101
+    server_id: int = 0
     extra_args: list[str] = field(default_factory=list)
     tls_dir: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
-    kind: str = "mariadb"  # cdc.dev.mysql.MySQL has "mysql": tests branch on it for server-only facts
+    kind: str = ""  # "mariadb" or "mysql": tests branch on it for server-only facts
+
+    _log_name: ClassVar[str]
+    _binlog_status: ClassVar[str]  # the statement whose first row is (file, position, ...)
+    _start_timeout: ClassVar[float]
+    _connect_timeout: ClassVar[float]
+    _stop_timeout: ClassVar[float]
 
     @property
     def datadir(self) -> Path:
@@ -123,7 +144,7 @@ class MariaDB:
 
     @property
     def log(self) -> Path:
-        return self.base / "mariadb.err"
+        return self.base / self._log_name
 
     @property
     def socket(self) -> Path:
@@ -135,52 +156,52 @@ class MariaDB:
             cur.execute("SELECT VERSION()")
             return str(cur.fetchone()[0])
 
-    def start(self) -> MariaDB:
-        mariadbd, install = mariadb_binaries()
+    def _server_command(self) -> list[str]:
+        """argv prefix of the server binary; a DevStackError naming the fix when it is missing."""
+        raise NotImplementedError
+
+    def _initialize(self, server: list[str], fresh: bool) -> None:
+        """Make what the server needs under `base`, and a new datadir when `fresh`."""
+        raise NotImplementedError
+
+    def _server_args(self) -> list[str]:
+        """The options only this server takes (binlog format, memory, ...)."""
+        raise NotImplementedError
+
+    def _bootstrap(self) -> None:
+        """Once, on a new datadir: the users the tests connect as (root over TCP, MYSQL_USER)."""
+        raise NotImplementedError
+
+    def start(self: _S) -> _S:
+        server = self._server_command()
         self.base = self.base.resolve()
-        # A tmpdir of its own: a starting server deletes every #sql* file in its tmpdir, so servers
-        # sharing /tmp (tests, the demo, the bench run side by side) break each other's bootstrap.
-        tmpdir = self.base / "tmp"
-        tmpdir.mkdir(parents=True, exist_ok=True)
-        if not self.datadir.exists():
-            done = subprocess.run(
-                [install, "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
-                 "--skip-test-db", "--user=" + _user(), f"--tmpdir={tmpdir}"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
-            if done.returncode != 0:
-                raise DevStackError(f"mariadb-install-db failed ({done.returncode}):\n{done.stdout[-2000:]}")
-            fresh = True
-        else:
-            fresh = False
+        fresh = not self.datadir.exists()
+        self._initialize(server, fresh)
         self.port = self.port or free_port()
         args = [
-            mariadbd, "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
-            "--bind-address=127.0.0.1", f"--socket={self.base / 'mysqld.sock'}",
+            *server, "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
+            "--bind-address=127.0.0.1", f"--socket={self.socket}",
             f"--pid-file={self.base / 'mysqld.pid'}", f"--log-error={self.log}", "--user=" + _user(),
-            f"--tmpdir={tmpdir}",
-            f"--log-bin={self.datadir / 'binlog'}", "--binlog-format=ROW", "--binlog-row-image=FULL",
-            "--binlog-row-metadata=FULL", f"--server-id={self.server_id}",
-            "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=48M", "--skip-name-resolve",
-            "--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--max-connections=200",
-            *self.extra_args,
+            f"--log-bin={self.datadir / 'binlog'}", f"--server-id={self.server_id}",
+            "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0", "--max-connections=200",
+            *self._server_args(), *self.extra_args,
         ]  # fmt: skip
         if self.tls_dir is not None:
             t = self.tls_dir
             args += [f"--ssl-ca={t / 'ca.pem'}", f"--ssl-cert={t / 'server.pem'}", f"--ssl-key={t / 'server.key'}"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        _wait_port(self.port, self.proc, self.log)
+        self.proc = start_in_session(args)
+        _wait_port(self.port, self.proc, self.log, timeout=self._start_timeout)
         if fresh:
             self._bootstrap()
         return self
 
-    def _bootstrap(self) -> None:
-        with self.root() as conn, conn.cursor() as cur:
-            cur.execute(f"CREATE USER IF NOT EXISTS '{MYSQL_USER}'@'%' IDENTIFIED BY '{MYSQL_PASSWORD}'")
-            cur.execute(f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{MYSQL_USER}'@'%'")
+    @staticmethod
+    def _create_cdc_user(cur: pymysql.cursors.Cursor) -> None:
+        cur.execute(f"CREATE USER IF NOT EXISTS '{MYSQL_USER}'@'%' IDENTIFIED BY '{MYSQL_PASSWORD}'")
+        cur.execute(f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{MYSQL_USER}'@'%'")
 
     def root(self, database: str | None = None) -> pymysql.connections.Connection:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + self._connect_timeout
         while True:
             try:
                 return pymysql.connect(
@@ -195,13 +216,61 @@ class MariaDB:
     def binlog_end(self) -> str:
         """FILE:POS where the next transaction will start (a boundary)."""
         with self.root() as conn, conn.cursor() as cur:
-            cur.execute("SHOW MASTER STATUS")
+            cur.execute(self._binlog_status)
             file, pos = cur.fetchone()[:2]
         return f"{file}:{pos}"
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_process(self.proc)
+            stop_process(self.proc, timeout=self._stop_timeout)
+
+
+@dataclass
+class MariaDB(_SqlServer):
+    """A MariaDB 10.5+ server with ROW/FULL/FULL binlog in its own datadir (and TLS when tls_dir is
+    given: see make_tls_files)."""
+
+    server_id: int = 101
+    kind: str = "mariadb"  # cdc.dev.mysql.MySQL has "mysql": tests branch on it for server-only facts
+
+    _log_name: ClassVar[str] = "mariadb.err"
+    _binlog_status: ClassVar[str] = "SHOW MASTER STATUS"
+    _start_timeout: ClassVar[float] = 30.0
+    _connect_timeout: ClassVar[float] = 20.0
+    _stop_timeout: ClassVar[float] = 20.0
+
+    @property
+    def _tmpdir(self) -> Path:
+        # A tmpdir of its own: a starting server deletes every #sql* file in its tmpdir, so servers
+        # sharing /tmp (tests, the demo, the bench run side by side) break each other's bootstrap.
+        return self.base / "tmp"
+
+    def _server_command(self) -> list[str]:
+        return [mariadb_binaries()[0]]
+
+    def _initialize(self, server: list[str], fresh: bool) -> None:
+        self._tmpdir.mkdir(parents=True, exist_ok=True)
+        if not fresh:
+            return
+        install = mariadb_binaries()[1]
+        done = subprocess.run(
+            [install, "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
+             "--skip-test-db", "--user=" + _user(), f"--tmpdir={self._tmpdir}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise DevStackError(f"mariadb-install-db failed ({done.returncode}):\n{done.stdout[-2000:]}")
+
+    def _server_args(self) -> list[str]:
+        return [
+            f"--tmpdir={self._tmpdir}",
+            "--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL",
+            "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=48M",
+        ]  # fmt: skip
+
+    def _bootstrap(self) -> None:
+        with self.root() as conn, conn.cursor() as cur:
+            self._create_cdc_user(cur)
 
 
 def _user() -> str:
@@ -255,12 +324,11 @@ class Tansu:
         self.base.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         url = f"tcp://127.0.0.1:{self.port}"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        self.proc = start_in_session(
+            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            self.log,
+        )  # fmt: skip
         _wait_port(self.port, self.proc, self.log)
         return self
 
