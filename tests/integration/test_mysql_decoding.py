@@ -367,7 +367,7 @@ def _pipeline_peak_rss_mib(site: Site) -> int:
 
 
 @mysql_only
-def test_one_huge_compressed_transaction_streams_in_bounded_memory(
+def test_slow_one_huge_compressed_transaction_streams_in_bounded_memory(
     stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     rows_n = 100_000
