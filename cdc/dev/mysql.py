@@ -207,6 +207,7 @@ class MySQL(_SqlServer):
         return _cmd(mysql_root(), "usr/sbin/mysqld")
 
     def _initialize(self, server: list[str], fresh: bool) -> None:
+        self._tmpdir.mkdir(parents=True, exist_ok=True)
         if not fresh:
             return
         self._files.mkdir(parents=True, exist_ok=True)
@@ -222,7 +223,7 @@ class MySQL(_SqlServer):
 
     def _server_args(self) -> list[str]:
         return [
-            f"--secure-file-priv={self._files}", *CDC_SETTINGS, "--mysqlx=OFF",
+            f"--secure-file-priv={self._files}", f"--tmpdir={self._tmpdir}", *CDC_SETTINGS, "--mysqlx=OFF",
             # Small: the suite runs MariaDB and MySQL side by side on a 2-core machine.
             "--innodb-buffer-pool-size=64M", "--innodb-redo-log-capacity=64M", "--innodb-log-buffer-size=8M",
             "--performance-schema=OFF", "--temptable-max-ram=64M",

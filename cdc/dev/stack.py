@@ -139,6 +139,12 @@ class _SqlServer:
     _stop_timeout: ClassVar[float]
 
     @property
+    def _tmpdir(self) -> Path:
+        # A tmpdir of its own: a starting server deletes every #sql* file in its tmpdir, so servers
+        # sharing /tmp (tests, the demo, the bench run side by side) break each other's bootstrap.
+        return self.base / "tmp"
+
+    @property
     def datadir(self) -> Path:
         return self.base / "data"
 
@@ -238,12 +244,6 @@ class MariaDB(_SqlServer):
     _start_timeout: ClassVar[float] = 30.0
     _connect_timeout: ClassVar[float] = 20.0
     _stop_timeout: ClassVar[float] = 20.0
-
-    @property
-    def _tmpdir(self) -> Path:
-        # A tmpdir of its own: a starting server deletes every #sql* file in its tmpdir, so servers
-        # sharing /tmp (tests, the demo, the bench run side by side) break each other's bootstrap.
-        return self.base / "tmp"
 
     def _server_command(self) -> list[str]:
         return [mariadb_binaries()[0]]
