@@ -26,7 +26,11 @@ def test_checkpoint_set_refuses_a_position_inside_a_transaction(site: Site) -> N
     assert kinds[0] == "Gtid" and "Table_map" in kinds and kinds[-1] == "Xid", events
     before = site.checkpoint_path.read_text() if site.checkpoint_path.exists() else None
 
-    for file, pos, kind in events[1:]:  # every event after the GTID is inside the transaction
+    # Every event after the GTID is inside the transaction, except MySQL's BEGIN: MySQL writes it as a
+    # Query event of its own after the GTID, and `run` accepts starting there (it opens the transaction).
+    inside_events = [e for e in events[1:] if e[2] != "Query"]
+    assert inside_events
+    for file, pos, kind in inside_events:
         inside = site.cli("checkpoint", "set", f"{file}:{pos}")
         assert inside.returncode == 7, (kind, inside.stderr)
         assert f"{file}:{pos} is inside a transaction" in inside.stderr and "fix:" in inside.stderr
