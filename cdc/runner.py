@@ -327,6 +327,12 @@ def replay(
     show_progress: bool = True,
 ) -> ReplayResult:
     metrics = metrics or Metrics()
+    # A replay reads beside a running `run` of the same config: with the same server_id, MySQL drops
+    # the older of two binlog readers ("a replica with the same server_uuid/server_id has connected").
+    # It therefore reads as mysql.server_id + 1 (README: give the next id to nothing else).
+    config = config.model_copy(
+        update={"mysql": config.mysql.model_copy(update={"server_id": config.mysql.server_id + 1})}
+    )
     with Server(config) as server:
         server.require_position(start, "--from position")
         source_id = server.server_id()

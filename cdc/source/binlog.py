@@ -219,6 +219,14 @@ class BinlogSource:
         code = exc.args[0] if exc.args else None
         message = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
         if code == 1236:
+            if "same server_uuid/server_id" in message or "same server_id" in message:
+                # Another binlog reader connected with our server_id and the server dropped us for it:
+                # transient (we reconnect with backoff), but the operator must hear why.
+                return SourceError(
+                    f"the server dropped this binlog reader: another one connected with server_id "
+                    f"{self._config.mysql.server_id} ({message})",
+                    "give every binlog reader its own mysql.server_id (wpcdc replay uses mysql.server_id + 1)",
+                )
             if "first log file" in message or "not find" in message.lower():
                 return PositionGoneError(
                     f"binlog position {self._start} is not on the server: {message}",

@@ -182,7 +182,9 @@ def test_broker_outage_then_fresh_broker(site: Site, tmp_path: Path) -> None:
             "broker outage", len(expected), [r for r in records if r.value["event_id"] in expected], recovery
         )
         assert lost == 0
-        assert "restarting from the last checkpoint" in s.output()
+        # Said in the log whichever way it recovered: the producer kept when the broker answers within
+        # flush_timeout_seconds, or a restart from the last checkpoint after that (timing decides which).
+        assert "Kafka broker unreachable" in s.output(), s.output()[-3000:]
     finally:
         broker.stop()
 
