@@ -137,7 +137,7 @@ class Site:
         create_topics(stack.broker.bootstrap, [self.topic, self.dead_letter_topic], partitions=3)
         self.checkpoint_path = directory / "checkpoint.json"
         self.config: dict[str, Any] = {
-            "mysql": {"host": "127.0.0.1", "port": stack.db.port, "user": MYSQL_USER, "server_id": 9000 + n},
+            "mysql": {"host": "127.0.0.1", "port": stack.db.port, "user": MYSQL_USER, "server_id": 9000 + 2 * n},
             "wordpress": {"database": self.database, "table_prefix": "wp_"},
             "kafka": {
                 "bootstrap_servers": [stack.broker.bootstrap],
