@@ -191,7 +191,10 @@ def checkpoint_file_becomes(site: Site, file: str, timeout: float = 15) -> str:
 # can go.
 _rotation_legs = pytest.mark.parametrize(
     "stack",
-    ["mariadb", pytest.param("mysql", marks=pytest.mark.xfail(strict=False, reason="tagged GTIDs in Previous_gtids: needs the GTID set in the checkpoint"))],
+    [
+        "mariadb",
+        pytest.param("mysql", marks=pytest.mark.xfail(strict=False, reason="tagged GTIDs in Previous_gtids")),
+    ],
     indirect=True,
 )
 
