@@ -70,8 +70,7 @@ def _child(conn: Connection, config: KafkaConfig, health: _SharedHealth) -> None
             if kind == "batch":
                 if failure is None:
                     try:
-                        for message in payload:
-                            sink.produce(message)
+                        sink.produce_batch(payload)
                     except SinkError as exc:
                         failure = exc
             elif kind == "flush":

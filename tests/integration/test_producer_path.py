@@ -1,0 +1,73 @@
+"""The producer child's batch path (kafka-python's record path cut short) must put on the broker
+exactly what kafka-python's public send() puts there: same partition, order, key, value, headers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from cdc.config import KafkaConfig
+from cdc.dev.stack import Tansu, create_topics
+from cdc.sink.kafka import KafkaMessages, KafkaProducerSink, Message
+
+pytestmark = pytest.mark.integration
+
+
+def events() -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for i in range(300):
+        post = i % 37  # several events per post, interleaved with other posts'
+        kind = ("post_created", "post_meta_added", "post_term_added", "post_updated")[i % 4]
+        out.append({
+            "event_type": kind, "event_id": f"wp:binlog.000001:{1000 + i}:0:0", "schema_version": 3,
+            "blog_id": 1 + i % 2, "post_id": post, "data": {"n": i, "text": "é😀" * (i % 5)},
+        })  # fmt: skip
+    # A table-wide event (its key goes to every partition) and one without a post.
+    out.insert(100, {"event_type": "table_truncated", "event_id": "wp:t:1", "schema_version": 3, "blog_id": 1})
+    out.insert(200, {"event_type": "post_deleted", "event_id": "wp:n:1", "schema_version": 3, "blog_id": 1})
+    return out
+
+
+def read(broker: Tansu, topic: str, n: int) -> list[tuple[int, int, bytes, bytes, list[tuple[str, bytes]]]]:
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, consumer_timeout_ms=200)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        out = []
+        deadline = time.monotonic() + 30
+        while len(out) < n and time.monotonic() < deadline:
+            for r in consumer:
+                out.append((r.partition, r.offset, r.key, r.value, list(r.headers)))
+        return sorted(out)
+    finally:
+        consumer.close()
+
+
+def test_batch_path_is_identical_to_kafka_pythons_send(broker: Tansu) -> None:
+    topics = {way: f"path-{way}-{uuid.uuid4().hex[:8]}" for way in ("send", "batch")}
+    create_topics(broker.bootstrap, [*topics.values(), "path-dead-letter"], partitions=5)
+    produced: dict[str, int] = {}
+    for way, topic in topics.items():
+        config = KafkaConfig(bootstrap_servers=[broker.bootstrap], topic=topic, dead_letter_topic="path-dead-letter")
+        sink = KafkaProducerSink(config)
+        assert sink._fast is not None, "with kafka-python 3.0 the batch path is the one the child takes"
+        messages: list[Message] = [KafkaMessages(config).event(e) for e in events()]
+        try:
+            if way == "send":
+                for m in messages:
+                    sink.produce(m)
+            else:
+                for i in range(0, len(messages), 64):
+                    sink.produce_batch(messages[i : i + 64])
+            sink.flush()
+        finally:
+            sink.close()
+        produced[way] = len(messages) + 4  # the table event went to each of the other 4 partitions too
+    sent, batched = (read(broker, topics[w], produced[w]) for w in ("send", "batch"))
+    assert len(sent) == produced["send"]
+    assert batched == sent
+    assert len({p for p, *_ in sent}) == 5, "the keys spread over every partition"
