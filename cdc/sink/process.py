@@ -1,19 +1,24 @@
 """The Kafka sink in a child process, so producing does not share the GIL with binlog decoding.
 
-On 2 cores the reader (decode + map + JSON) and kafka-python (~60 µs of Python per message) each
-fill a core. The parent builds the messages (value, key, headers) and ships them in batches over a
+On 2 cores the reader (decode + map + JSON) and kafka-python (~60 µs of Python per message through
+send(), about half that through KafkaProducerSink.produce_batch) would otherwise share one core. The parent builds the messages (value, key, headers) and ships them in batches over a
 pipe; the child sends them in the order received (so per-post order holds) and answers each flush
 with the producer's verdict. The parent only checkpoints after that answer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import multiprocessing
+import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from cdc.config import KafkaConfig
@@ -28,31 +33,43 @@ _BATCH = 500  # messages per pipe write: amortises pickling and syscalls, bounds
 _MAX_BATCH_DELAY = 0.002
 
 
-_PROBLEM_BYTES = 400
+class _HealthPipe:
+    """The child's BrokerHealth reports, sent over a pipe of their own to the parent's watcher
+    (which logs and feeds the metrics: the child has no logging set up and the main pipe is busy
+    with batches and flushes). A pipe rather than multiprocessing shared memory: that needs
+    multiprocessing to start the child, and its spawn start method runs a resource-tracker
+    process besides (12 MiB) that has nothing to track here."""
 
-
-class _SharedHealth:
-    """The child's BrokerHealth in shared memory, read by the parent's watcher (which logs and feeds
-    the metrics: the child has no logging set up and the pipe is busy with batches and flushes).
-    Unlocked: a torn read costs one stale value for a quarter of a second."""
-
-    def __init__(self, ctx: Any) -> None:
-        self.numbers = ctx.Array("d", 3, lock=False)  # up, oldest unacked seconds, failures
-        self.problem = ctx.Array("c", _PROBLEM_BYTES, lock=False)
-        self.numbers[0] = 1.0
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.last = BrokerHealth()
 
     def write(self, health: BrokerHealth) -> None:
-        self.problem.value = health.problem.encode("utf-8", "replace")[: _PROBLEM_BYTES - 1]
-        self.numbers[1] = health.oldest_unacked_seconds
-        self.numbers[2] = health.failures
-        self.numbers[0] = 1.0 if health.up else 0.0
+        try:
+            self.conn.send(tuple(dataclasses.astuple(health)))
+        except OSError:
+            pass  # the parent is gone; the main pipe tells the child so
 
-    def read(self) -> BrokerHealth:
-        up, oldest, failures = self.numbers[:]
-        return BrokerHealth(up == 1.0, self.problem.value.decode("utf-8", "replace"), oldest, int(failures))
+    def read(self, timeout: float) -> BrokerHealth:
+        """The latest report, waiting up to `timeout` for one; the previous one if none came."""
+        try:
+            while self.conn.poll(timeout):
+                self.last = BrokerHealth(*self.conn.recv())
+                timeout = 0
+        except (EOFError, OSError):
+            pass
+        return self.last
 
 
-def _child(conn: Connection, config: KafkaConfig, health: _SharedHealth) -> None:
+def _child_main() -> None:
+    """Entry point of `python -c` in the child: the two pipes' descriptors are in argv, the
+    configuration comes first down the main pipe."""
+    conn, health = (Connection(int(fd)) for fd in sys.argv[1:3])
+    config = conn.recv()
+    _child(conn, config, _HealthPipe(health))
+
+
+def _child(conn: Connection, config: KafkaConfig, health: _HealthPipe) -> None:
     # The parent decides when to stop (flush, checkpoint, then close); a terminal's Ctrl-C reaches
     # the whole process group and must not kill the producer mid-flush.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -90,6 +107,31 @@ def _child(conn: Connection, config: KafkaConfig, health: _SharedHealth) -> None
         sink.close()
 
 
+def _start_child() -> tuple[subprocess.Popen[bytes], Connection, Connection]:
+    """The producer child, started as a plain `python -c` (not multiprocessing: see _HealthPipe),
+    with a duplex pipe for batches and flushes and a pipe for its health reports. It imports only
+    the sink, not the streamer's own modules."""
+    main, main_child = socket.socketpair()
+    health, health_child = socket.socketpair()
+    fds = (main_child.fileno(), health_child.fileno())
+    package_root = str(Path(__file__).resolve().parents[2])  # where `cdc` is, installed or not
+    path = os.environ.get("PYTHONPATH")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from cdc.sink.process import _child_main; _child_main()", *map(str, fds)],
+            pass_fds=fds, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")},
+        )  # fmt: skip
+    except OSError as exc:
+        main.close()
+        health.close()
+        raise SinkError(f"cannot start the producer process: {exc}") from None
+    finally:
+        main_child.close()
+        health_child.close()
+    return proc, Connection(main.detach()), Connection(health.detach())
+
+
 class ProcessSink:
     def __init__(self, config: KafkaConfig, start_timeout: float = 60.0, report: HealthListener | None = None) -> None:
         self._messages = KafkaMessages(config)
@@ -101,18 +143,16 @@ class ProcessSink:
         self._last_add = 0.0
         self._flush_timeout = config.flush_timeout_seconds + 10
         self._stopped = threading.Event()
-        ctx = multiprocessing.get_context("spawn")
-        self._health = _SharedHealth(ctx)
         self._report = report if report is not None else HealthLog()
-        self._conn, child_conn = ctx.Pipe()
-        self._proc = ctx.Process(
-            target=_child, args=(child_conn, config, self._health), name="wpcdc-producer", daemon=True
-        )
-        self._proc.start()
-        child_conn.close()
+        self._proc, self._conn, health = _start_child()
+        self._health = _HealthPipe(health)
+        try:
+            self._conn.send(config)
+        except OSError:
+            pass  # the child died at start: _reply names its exit code
         reply = self._reply(start_timeout, "start the producer process")
         if reply[0] != "ready":
-            self._proc.join(5)
+            self._join(5)
             raise SinkError(reply[1], reply[2])
         self._shipper = threading.Thread(target=self._ship_partial_batches, name="wpcdc-shipper", daemon=True)
         self._shipper.start()
@@ -120,13 +160,16 @@ class ProcessSink:
         self._watcher.start()
 
     def _watch_health(self) -> None:
-        while not self._stopped.wait(0.25):
-            health = self._health.read()
-            if not self._proc.is_alive():
+        while not self._stopped.is_set():
+            health = self._health.read(0.25)
+            if self._stopped.is_set():
+                return
+            alive = self._proc.poll() is None
+            if not alive:
                 health = BrokerHealth(False, "the producer process exited", health.oldest_unacked_seconds,
                                       health.failures + 1)  # fmt: skip
             self._report(health)
-            if not self._proc.is_alive():
+            if not alive:
                 return
 
     def _ship_partial_batches(self) -> None:
@@ -156,7 +199,7 @@ class ProcessSink:
                 raise SinkError(f"the producer process did not {what} within {timeout:.0f}s")
             return self._conn.recv()  # type: ignore[no-any-return]
         except (EOFError, OSError):
-            code = self._proc.exitcode
+            code = self._join(5)
             raise SinkError(f"the producer process exited (code {code}) before it could {what}") from None
 
     def _ship(self) -> None:
@@ -165,7 +208,7 @@ class ProcessSink:
         try:
             self._conn.send(("batch", batch))
         except (BrokenPipeError, OSError):
-            raise SinkError(f"the producer process exited (code {self._proc.exitcode})") from None
+            raise SinkError(f"the producer process exited (code {self._proc.poll()})") from None
 
     def _add(self, message: Message) -> None:
         with self._lock:
@@ -194,15 +237,21 @@ class ProcessSink:
             try:
                 self._conn.send(("flush", None))
             except (BrokenPipeError, OSError):
-                raise SinkError(f"the producer process exited (code {self._proc.exitcode})") from None
+                raise SinkError(f"the producer process exited (code {self._proc.poll()})") from None
         reply = self._reply(self._flush_timeout, "confirm delivery")
         if reply[0] != "ok":
             raise SinkError(reply[1], reply[2])
 
+    def _join(self, timeout: float) -> int | None:
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def _kill(self) -> None:
-        if self._proc.is_alive():
+        if self._proc.poll() is None:
             self._proc.kill()
-        self._proc.join(5)
+        self._join(5)
 
     def close(self) -> None:
         self._stopped.set()
@@ -213,6 +262,7 @@ class ProcessSink:
                 self._conn.send(("close", None))
             except (BrokenPipeError, OSError):
                 pass
-        self._proc.join(10)
+        self._join(10)
         self._kill()
         self._conn.close()
+        self._health.conn.close()

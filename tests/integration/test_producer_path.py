@@ -11,7 +11,9 @@ from kafka import KafkaConsumer, TopicPartition
 
 from cdc.config import KafkaConfig
 from cdc.dev.stack import Tansu, create_topics
+from cdc.errors import SinkError
 from cdc.sink.kafka import KafkaMessages, KafkaProducerSink, Message
+from cdc.sink.process import ProcessSink
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +73,24 @@ def test_batch_path_is_identical_to_kafka_pythons_send(broker: Tansu) -> None:
     assert len(sent) == produced["send"]
     assert batched == sent
     assert len({p for p, *_ in sent}) == 5, "the keys spread over every partition"
+
+
+def test_producer_child_is_one_process_without_a_resource_tracker(broker: Tansu) -> None:
+    from multiprocessing import resource_tracker
+
+    config = KafkaConfig(bootstrap_servers=[broker.bootstrap], topic="path-child", dead_letter_topic="path-child")
+    create_topics(broker.bootstrap, ["path-child"], partitions=2)
+    sink = ProcessSink(config)
+    try:
+        assert resource_tracker._resource_tracker._pid is None, "starting the child started a resource tracker"
+        sink.send({"event_type": "post_created", "event_id": "wp:c:1", "schema_version": 3, "blog_id": 1, "post_id": 1})
+        sink.flush()
+        assert read(broker, "path-child", 1)[0][2] == b"1:1"
+        # A producer that dies is a clear error at the next flush, not a hang.
+        sink._proc.kill()
+        sink._proc.wait(10)
+        sink.send({"event_type": "post_created", "event_id": "wp:c:2", "schema_version": 3, "blog_id": 1, "post_id": 2})
+        with pytest.raises(SinkError, match="the producer process exited"):
+            sink.flush()
+    finally:
+        sink.close()
