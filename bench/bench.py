@@ -2,8 +2,10 @@
 end by wpcdc (binlog -> events -> Kafka, acknowledged). Prints figures; asserts nothing.
 
 Prints: the library's raw decode rate, wpcdc's end-to-end rate for replay and live `run` and their
-ratio to the raw rate, peak RSS of the whole streamer (both processes), the same on a binlog 4x as
-long, and commit-to-broker latency of isolated changes under light load. The same workload runs on
+ratio to the raw rate, CPU seconds per 1,000 row changes of each wpcdc process (reader, producer
+child) and in total, peak RSS of the whole streamer (all its processes), the same on a binlog 4x as
+long, a variant where term/post lookups miss (its own raw rate and ratio), the issue's goals met or
+not, and commit-to-broker latency of isolated changes under light load. The same workload runs on
 MariaDB and on Oracle MySQL (cdc/dev/mysql.py), one after the other, and a table puts them side by side.
 
     make bench                       # or: .venv/bin/python bench/bench.py --posts 8000 --servers mysql
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -33,6 +36,11 @@ from cdc.dev.mysql import MySQL
 from cdc.dev.stack import MYSQL_PASSWORD, MYSQL_USER, MariaDB, Tansu, create_topics, create_wordpress_tables
 
 DB = "wp_bench"
+DB_MISS = "wp_bench_miss"  # the lookup-miss variant's site
+# The issue's goals (#16), printed against each run's figures.
+GOAL_RAW_RATIO = 3.0  # wpcdc -> Kafka acked, as a multiple of the raw library's decode rate
+GOAL_MISS_RAW_RATIO = 2.2  # the same when term/post lookups miss
+GOAL_RSS_MIB = 150  # peak RSS summed over all wpcdc processes
 WORDS = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore".split()
 
 
@@ -46,10 +54,10 @@ def content(rng: random.Random, size: int = 2048) -> str:
     return "<p>" + " ".join(out) + "</p>"
 
 
-def generate(db: MariaDB | MySQL, posts: int, seed: int = 7, terms: bool = True) -> int:
+def generate(db: MariaDB | MySQL, posts: int, seed: int = 7, terms: bool = True, database: str = DB) -> int:
     """Writes the mix and returns the number of row changes in the captured tables."""
     rng = random.Random(seed)
-    conn = db.root(DB)
+    conn = db.root(database)
     cur = conn.cursor()
     rows = 0
     if terms:
@@ -97,7 +105,37 @@ def generate(db: MariaDB | MySQL, posts: int, seed: int = 7, terms: bool = True)
     return rows
 
 
-def raw_decode(db: MariaDB | MySQL, start: str, end: str) -> tuple[int, float]:
+def generate_misses(db: MariaDB | MySQL, posts: int, seed: int = 9) -> tuple[str, int]:
+    """The lookup-miss workload, in its own database (DB_MISS, no terms at all): posts written
+    first, then, from the returned position on, changes to them that name facts the replayed range
+    does not hold: meta rows of posts created before it (a post lookup per post) and term
+    relationships to term_taxonomy ids that do not exist (a term lookup that finds nothing, per
+    row unless misses are remembered). Returns the range's start and its row changes."""
+    conn = db.root()
+    create_wordpress_tables(conn, DB_MISS)
+    conn.close()
+    generate(db, posts, seed=seed, terms=False, database=DB_MISS)
+    rng = random.Random(seed)
+    conn = db.root(DB_MISS)
+    cur = conn.cursor()
+    cur.execute("SELECT ID FROM wp_posts ORDER BY ID")
+    ids = [int(r[0]) for r in cur.fetchall()]
+    start = db.binlog_end()
+    rows = 0
+    for i, pid in enumerate(ids):
+        cur.execute(
+            "INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES (%s, '_views', %s), (%s, '_rating', %s)",
+            (pid, str(rng.randint(1, 9999)), pid, str(rng.randint(1, 5))),
+        )
+        cur.execute("INSERT INTO wp_term_relationships (object_id, term_taxonomy_id) VALUES (%s, %s)", (pid, 7 + i % 5))
+        cur.execute("UPDATE wp_postmeta SET meta_value = %s WHERE post_id = %s AND meta_key = '_price'", ("1", pid))
+        cur.execute("UPDATE wp_posts SET post_content = %s WHERE ID = %s", (content(rng), pid))
+        rows += 5
+    conn.close()
+    return start, rows
+
+
+def raw_decode(db: MariaDB | MySQL, start: str, end: str, schema: str = DB) -> tuple[int, float]:
     file, pos = start.split(":")
     reader = BinLogStreamReader(
         connection_settings={"host": "127.0.0.1", "port": db.port, "user": "root", "passwd": ""},
@@ -106,7 +144,7 @@ def raw_decode(db: MariaDB | MySQL, start: str, end: str) -> tuple[int, float]:
         log_file=file,
         log_pos=int(pos),
         blocking=False,
-        only_schemas=[DB],
+        only_schemas=[schema],
         only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
         enable_logging=False,
     )
@@ -119,12 +157,21 @@ def raw_decode(db: MariaDB | MySQL, start: str, end: str) -> tuple[int, float]:
     return n, elapsed
 
 
-class TreeRss:
-    """Peak of the summed RSS of a process and its descendants (the streamer is two processes)."""
+_TICK = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+
+class ProcessTree:
+    """Watches a process and its descendants (the streamer is a reader and a producer child): the
+    peak of their summed RSS and each one's CPU time (user + sys, from /proc: stable where wall time
+    on a shared machine is not). `wait()` reaps the root; its own CPU is read exactly while it is a
+    zombie, each descendant's is its last sample (every 10 ms, so at most a tick short)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
         self.peak_kib = 0
+        self.cpu: dict[int, float] = {}  # pid -> user + sys seconds
+        self.names: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -136,7 +183,7 @@ class TreeRss:
             for tid in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{tid}/children") as fh:
                     for child in fh.read().split():
-                        out += TreeRss._tree(int(child))
+                        out += ProcessTree._tree(int(child))
         except OSError:
             pass
         return out
@@ -152,14 +199,82 @@ class TreeRss:
             pass
         return 0
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak_kib = max(self.peak_kib, sum(self._rss(p) for p in self._tree(self.pid)))
+    @staticmethod
+    def _cpu(pid: int) -> float | None:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (the stat's 14th and 15th)
 
-    def stop(self) -> float:
+    def _name(self, pid: int) -> str:
+        if pid == self.pid:
+            return "reader"
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            return "other"
+        if b"resource_tracker" in cmdline:
+            return "resource tracker"
+        if b"spawn_main" in cmdline or b"cdc.sink" in cmdline:
+            return "producer"
+        return "other"
+
+    def _sample(self) -> None:
+        pids = self._tree(self.pid)
+        self.peak_kib = max(self.peak_kib, sum(self._rss(p) for p in pids))
+        for p in pids:
+            if self.names.get(p, "other") == "other":  # a child reads as its parent until it execs
+                self.names[p] = self._name(p)
+            cpu = self._cpu(p)
+            if cpu is not None:
+                self.cpu[p] = cpu
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self._sample()
+
+    def wait(self) -> int:
+        """Reaps the root once it exited and stops watching; returns its exit code."""
+        os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: /proc still has it
+        own = self._cpu(self.pid)
+        self.stop()
+        if own is not None:
+            self.cpu[self.pid] = own
+        return self.proc.wait()
+
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+    def peak_mib(self) -> float:
         return self.peak_kib / 1024
+
+    def cpu_by_name(self) -> dict[str, float]:
+        """Seconds per process, named reader, producer (producer 2, ... when several), resource tracker."""
+        out: dict[str, float] = {}
+        for pid in sorted(self.cpu, key=lambda p: (p != self.pid, p)):
+            name = self.names.get(pid, "other")
+            label, n = name, 1
+            while label in out:
+                n += 1
+                label = f"{name} {n}"
+            out[label] = self.cpu[pid]
+        return out
+
+
+def cpu_short(cpu: dict[str, float], rows: int) -> str:
+    per = [1000 * v / rows for v in cpu.values()]
+    return " + ".join(f"{v:.3f}" for v in per) + f" = {sum(per):.3f}"
+
+
+def cpu_line(cpu: dict[str, float], rows: int) -> str:
+    """CPU seconds per 1,000 row changes, per process and in total."""
+    per = {name: 1000 * s / rows for name, s in cpu.items()}
+    parts = [f"{name} {v:.3f}" for name, v in per.items()]
+    return f"{' + '.join(parts)} = {sum(per.values()):.3f} CPU s / 1k rows"
 
 
 def wpcdc(*args: str) -> subprocess.Popen[str]:
@@ -170,15 +285,37 @@ def wpcdc(*args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def replay(config: Path, start: str, end: str) -> tuple[dict[str, object], float]:
+@dataclass
+class Run:
+    summary: dict[str, object]
+    peak_mib: float
+    cpu: dict[str, float]  # user + sys seconds per process
+
+    @property
+    def seconds(self) -> float:
+        return float(self.summary["seconds"])  # type: ignore[arg-type]
+
+
+def drain(proc: subprocess.Popen[str]) -> str:
+    """Reads stdout (discarded) and stderr to their ends without reaping the process (so `wait` can
+    still read its CPU time); returns stderr."""
+    assert proc.stdout is not None and proc.stderr is not None
+    out = threading.Thread(target=proc.stdout.read, daemon=True)
+    out.start()
+    err = proc.stderr.read()
+    out.join()
+    return err
+
+
+def replay(config: Path, start: str, end: str) -> Run:
     proc = wpcdc("replay", "--config", str(config), "--from", start, "--to", end, "--sink", "kafka")
-    rss = TreeRss(proc.pid)
-    _, err = proc.communicate()
-    peak = rss.stop()
-    if proc.returncode != 0:
-        raise SystemExit(f"streamer failed ({proc.returncode}):\n{err}")
+    tree = ProcessTree(proc)
+    err = drain(proc)
+    code = tree.wait()
+    if code != 0:
+        raise SystemExit(f"streamer failed ({code}):\n{err}")
     line = next(x for x in err.splitlines() if x.startswith("replay summary: "))
-    return json.loads(line.removeprefix("replay summary: ")), peak
+    return Run(json.loads(line.removeprefix("replay summary: ")), tree.peak_mib(), tree.cpu_by_name())
 
 
 def live(config: Path, bootstrap: str, start: str, rows: int, events: int) -> tuple[float, float]:
@@ -195,7 +332,7 @@ def live(config: Path, bootstrap: str, start: str, rows: int, events: int) -> tu
     for p in parts:
         consumer.position(p)  # resolve the end offsets now, before anything new is written
     proc = wpcdc("run", "--config", str(config))
-    rss = TreeRss(proc.pid)
+    tree = ProcessTree(proc)
     connected: list[float] = []
 
     def watch() -> None:  # the clock starts where replay's does: when the reader connects
@@ -215,7 +352,8 @@ def live(config: Path, bootstrap: str, start: str, rows: int, events: int) -> tu
     proc.communicate(timeout=60)
     if seen < events:
         raise SystemExit(f"live run delivered {seen} of {events} events")
-    return rows / max(done - connected[0], 1e-6), rss.stop()
+    tree.stop()
+    return rows / max(done - connected[0], 1e-6), tree.peak_mib()
 
 
 def latency(db: MariaDB | MySQL, config: Path, bootstrap: str, n: int = 200) -> list[float]:
@@ -302,6 +440,37 @@ def main() -> None:
                 print(f"  {figure:44}" + "".join(f"{results[k].get(figure, '-'):>26}" for k in kinds))
 
 
+def write_config(base: Path, db: MariaDB | MySQL, broker: Tansu, database: str) -> Path:
+    config = base / f"config-{database}.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "mysql": {"host": "127.0.0.1", "port": db.port, "user": MYSQL_USER, "server_id": 4242},
+                "wordpress": {"database": database},
+                "kafka": {
+                    "bootstrap_servers": [broker.bootstrap],
+                    "topic": "bench.posts",
+                    "dead_letter_topic": "bench.dead-letter",
+                },
+                "checkpoint": {"path": str((base / f"checkpoint-{database}.json").resolve())},
+            }
+        )
+    )
+    return config
+
+
+def median_cpu(runs: list[Run]) -> dict[str, float]:
+    """Each process's median CPU seconds over the runs."""
+    names = dict.fromkeys(n for r in runs for n in r.cpu)
+    return {n: statistics.median(r.cpu.get(n, 0.0) for r in runs) for n in names}
+
+
+def goal(what: str, value: float, target: float, unit: str, at_most: bool = False, digits: int = 2) -> str:
+    met = value <= target if at_most else value >= target
+    bound = f"{'<=' if at_most else '>='} {target:g}{unit}"
+    return f"goal {what}: {value:.{digits}f}{unit} ({bound}: {'met' if met else 'NOT met'})"
+
+
 def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
     base = args.dir / kind
     # Started inside the try: the servers have sessions of their own, a Ctrl-C does not reach them.
@@ -315,21 +484,7 @@ def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
         create_wordpress_tables(conn, DB)
         conn.close()
         create_topics(broker.bootstrap, ["bench.posts", "bench.dead-letter"], partitions=6)
-        config = base / "config.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "mysql": {"host": "127.0.0.1", "port": db.port, "user": MYSQL_USER, "server_id": 4242},
-                    "wordpress": {"database": DB},
-                    "kafka": {
-                        "bootstrap_servers": [broker.bootstrap],
-                        "topic": "bench.posts",
-                        "dead_letter_topic": "bench.dead-letter",
-                    },
-                    "checkpoint": {"path": str((base / "checkpoint.json").resolve())},
-                }
-            )
-        )
+        config, config_miss = (write_config(base, db, broker, database) for database in (DB, DB_MISS))
         out["server"] = f"{'MySQL' if kind == 'mysql' else 'MariaDB'} {db.version.split('-')[0]}"
         print(f"\n== {out['server']} ({db.version}) on :{db.port}")
         start = db.binlog_end()
@@ -345,13 +500,18 @@ def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
         out["library decode only, rows/s"] = f"{raw_rate:,.0f}"
 
         runs = [replay(config, start, end_1x) for _ in range(3)]
-        summary, peak_1x = runs[0][0], max(r[1] for r in runs)
-        rate_1x = statistics.median(decoded / float(r[0]["seconds"]) for r in runs)  # type: ignore[arg-type]
+        summary, peak_1x = runs[0].summary, max(r.peak_mib for r in runs)
+        rate_1x = statistics.median(decoded / r.seconds for r in runs)
+        cpu_1x = median_cpu(runs)
         print(
             f"wpcdc replay, binlog -> events -> Kafka acked:  {rate_1x:8,.0f} rows/s (median of 3) "
             f"({summary['events']} events)  ratio to raw decode {rate_1x / raw_rate:.2f}  peak RSS {peak_1x:.0f} MiB"
         )
+        print(f"  CPU per 1,000 row changes (user + sys, median of 3): {cpu_line(cpu_1x, decoded)}")
+        print("  " + goal("wpcdc / raw decode", rate_1x / raw_rate, GOAL_RAW_RATIO, "x"))
+        print("  " + goal("peak RSS, all wpcdc processes", peak_1x, GOAL_RSS_MIB, " MiB", at_most=True, digits=0))
         out["wpcdc replay -> Kafka acked, rows/s"] = f"{rate_1x:,.0f} ({rate_1x / raw_rate:.2f}x raw)"
+        out["CPU s / 1k rows: reader + producer"] = cpu_short(cpu_1x, decoded)
         out["events (1x)"] = str(summary["events"])
         live_rate, live_peak = live(config, broker.bootstrap, start, decoded, int(summary["events"]))  # type: ignore[arg-type]
         print(f"wpcdc run (live), same range:                 {live_rate:8,.0f} rows/s  peak RSS {live_peak:.0f} MiB")
@@ -363,15 +523,38 @@ def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
         end_4x = db.binlog_end()
         print(f"generated 3x more: {rows_more} row changes in {time.perf_counter() - t:.1f}s")
         time.sleep(args.settle)
-        summary4, peak_4x = replay(config, start, end_4x)
+        run4 = replay(config, start, end_4x)
+        peak_4x = run4.peak_mib
         rows_4x = rows_1x + rows_more
-        rate_4x = rows_4x / float(summary4["seconds"])  # type: ignore[arg-type]
+        rate_4x = rows_4x / run4.seconds
         rate_change, rss_change = 100 * (rate_4x / rate_1x - 1), 100 * (peak_4x / peak_1x - 1)
         print(
             f"scale: 1x {rate_1x:,.0f} rows/s, {peak_1x:.0f} MiB; 4x ({rows_4x} rows) {rate_4x:,.0f} rows/s, "
             f"{peak_4x:.0f} MiB  (rate {rate_change:+.0f} %, RSS {rss_change:+.0f} %)"
         )
+        print(f"  4x CPU per 1,000 row changes: {cpu_line(run4.cpu, rows_4x)}")
         out["4x replay, rows/s / peak RSS MiB"] = f"{rate_4x:,.0f} / {peak_4x:.0f}"
+        out["4x CPU s / 1k rows: reader + producer"] = cpu_short(run4.cpu, rows_4x)
+
+        t = time.perf_counter()
+        start_miss, rows_miss = generate_misses(db, args.posts)
+        end_miss = db.binlog_end()
+        print(f"generated the lookup-miss variant: {rows_miss} row changes in {time.perf_counter() - t:.1f}s")
+        time.sleep(args.settle)
+        decoded_miss, raw_miss_s = raw_decode(db, start_miss, end_miss, DB_MISS)
+        raw_miss = decoded_miss / raw_miss_s
+        miss_runs = [replay(config_miss, start_miss, end_miss) for _ in range(3)]
+        rate_miss = statistics.median(decoded_miss / r.seconds for r in miss_runs)
+        cpu_miss = median_cpu(miss_runs)
+        print(
+            f"lookups miss: raw decode {raw_miss:,.0f} rows/s, wpcdc replay -> Kafka acked {rate_miss:,.0f} rows/s "
+            f"(median of 3, {miss_runs[0].summary['events']} events), "
+            f"peak RSS {max(r.peak_mib for r in miss_runs):.0f} MiB"
+        )
+        print(f"  CPU per 1,000 row changes (median of 3): {cpu_line(cpu_miss, decoded_miss)}")
+        print("  " + goal("wpcdc / raw decode when lookups miss", rate_miss / raw_miss, GOAL_MISS_RAW_RATIO, "x"))
+        out["lookups miss: wpcdc replay, rows/s"] = f"{rate_miss:,.0f} ({rate_miss / raw_miss:.2f}x raw)"
+        out["lookups miss: CPU s / 1k rows"] = cpu_short(cpu_miss, decoded_miss)
 
         lat = latency(db, config, broker.bootstrap)
         if lat:
