@@ -399,8 +399,13 @@ def replay(
     # A replay reads beside a running `run` of the same config: with the same server_id, MySQL drops
     # the older of two binlog readers ("a replica with the same server_uuid/server_id has connected").
     # It therefore reads as mysql.server_id + 1 (README: give the next id to nothing else).
+    # A replay re-publishes a range on purpose and writes no checkpoint into a transaction (it would
+    # never commit one): it publishes at_least_once whatever kafka.delivery says.
     config = config.model_copy(
-        update={"mysql": config.mysql.model_copy(update={"server_id": config.mysql.server_id + 1})}
+        update={
+            "mysql": config.mysql.model_copy(update={"server_id": config.mysql.server_id + 1}),
+            "kafka": config.kafka.model_copy(update={"delivery": "at_least_once"}),
+        }
     )
     with Server(config) as server:
         server.require_position(start, "--from position")
