@@ -143,6 +143,7 @@ def test_exactly_once_kill_9_twenty_times_under_load_slow(esite: Site) -> None:
     assert aborted > 0  # the kills did land inside open transactions: read_committed hid those copies
 
 
+@mariadb_only  # about the producer alone: one leg
 def test_a_fenced_producer_cannot_commit_and_stops(esite: Site) -> None:
     """Two producers with one transactional id: the newer one's init_transactions fences the older;
     the older's commit fails with ProducerFenced, and nothing it sent becomes visible."""
