@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cdc.config import KafkaConfig
-from cdc.errors import SinkError
+from cdc.errors import ProducerFenced, SinkError, WpcdcError
 from cdc.sink.kafka import BrokerHealth, HealthListener, HealthLog, KafkaMessages, KafkaProducerSink, Message
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,10 @@ def _child_main() -> None:
     _child(conn, config, _HealthPipe(health))
 
 
+def _verdict(exc: WpcdcError) -> tuple[str, str, str]:
+    return ("fenced" if isinstance(exc, ProducerFenced) else "error", exc.problem, exc.fix)
+
+
 def _child(conn: Connection, config: KafkaConfig, health: _HealthPipe) -> None:
     # The parent decides when to stop (flush, checkpoint, then close); a terminal's Ctrl-C reaches
     # the whole process group and must not kill the producer mid-flush.
@@ -81,7 +85,7 @@ def _child(conn: Connection, config: KafkaConfig, health: _HealthPipe) -> None:
         conn.send(("error", exc.problem, exc.fix))
         return
     conn.send(("ready",))
-    failure: SinkError | None = None
+    failure: WpcdcError | None = None
     try:
         while True:
             kind, payload = conn.recv()
@@ -89,16 +93,19 @@ def _child(conn: Connection, config: KafkaConfig, health: _HealthPipe) -> None:
                 if failure is None:
                     try:
                         sink.produce_batch(payload)
-                    except SinkError as exc:
+                    except (SinkError, ProducerFenced) as exc:
                         failure = exc
-            elif kind == "flush":
+            elif kind == "flush" or kind == "commit":
                 try:
                     if failure is not None:
                         raise failure
-                    sink.flush()
+                    if kind == "commit":
+                        sink.commit(payload)
+                    else:
+                        sink.flush()
                     conn.send(("ok",))
-                except SinkError as exc:
-                    conn.send(("error", exc.problem, exc.fix))
+                except (SinkError, ProducerFenced) as exc:
+                    conn.send(_verdict(exc))
                     failure = None
             elif kind == "close":
                 break
@@ -143,6 +150,8 @@ class ProcessSink:
         self._ship_error: SinkError | None = None
         self._last_add = 0.0
         self._flush_timeout = config.flush_timeout_seconds + 10
+        # exactly_once: `commit` is the one place that waits; a flush only hands on what is batched.
+        self.transactional = config.delivery == "exactly_once" and config.transactional_id is not None
         self._stopped = threading.Event()
         self._report = report if report is not None else HealthLog()
         self._proc, self._conn, health = _start_child()
@@ -154,7 +163,7 @@ class ProcessSink:
         reply = self._reply(start_timeout, "start the producer process")
         if reply[0] != "ready":
             self._join(5)
-            raise SinkError(reply[1], reply[2])
+            raise _raised(reply)
         self._shipper = threading.Thread(target=self._ship_partial_batches, name="wpcdc-shipper", daemon=True)
         self._shipper.start()
         self._watcher = threading.Thread(target=self._watch_health, name="wpcdc-broker-health", daemon=True)
@@ -229,19 +238,29 @@ class ProcessSink:
         self._add(self._messages.dead_letter(record))
 
     def flush(self) -> None:
+        self._request("flush", None)
+
+    def commit(self, record: tuple[str, bytes, bytes]) -> None:
+        """exactly_once: commit the open transaction with the checkpoint `record` in it (see
+        KafkaProducerSink.commit). Raises ProducerFenced or SinkError."""
+        self._request("commit", record)
+
+    def _request(self, kind: str, payload: object) -> None:
         with self._lock:
             if self._ship_error is not None:
                 error, self._ship_error = self._ship_error, None
                 raise error
             if self._batch:
                 self._ship()
+            if kind == "flush" and self.transactional:
+                return  # the commit right after it waits for everything, with its checkpoint record
             try:
-                self._conn.send(("flush", None))
+                self._conn.send((kind, payload))
             except (BrokenPipeError, OSError):
                 raise SinkError(f"the producer process exited (code {self._proc.poll()})") from None
         reply = self._reply(self._flush_timeout, "confirm delivery")
         if reply[0] != "ok":
-            raise SinkError(reply[1], reply[2])
+            raise _raised(reply)
 
     def _join(self, timeout: float) -> int | None:
         try:
@@ -267,3 +286,7 @@ class ProcessSink:
         self._kill()
         self._conn.close()
         self._health.conn.close()
+
+
+def _raised(reply: tuple[Any, ...]) -> WpcdcError:
+    return ProducerFenced(reply[1], reply[2]) if reply[0] == "fenced" else SinkError(reply[1], reply[2])
