@@ -223,8 +223,9 @@ class SourceConfig(_Strict):
     reconnect_backoff_max_seconds: float = Field(5.0, gt=0)
     # A run that stayed connected this long was healthy: the next failure waits the initial backoff again.
     reconnect_backoff_reset_seconds: float = Field(5.0, gt=0)
-    # Memoized TABLE_MAP parsing and a direct row decoder for common column types: several times
-    # faster decoding with identical output. Off (the library's own code) only to rule it out.
+    # Memoized TABLE_MAP parsing, a direct row decoder for common column types and packets cut from
+    # large socket reads: several times faster decoding with identical output. Off (the library's own
+    # code) only to rule it out.
     fast_decoding: bool = True
 
 

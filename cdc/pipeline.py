@@ -102,7 +102,7 @@ class Pipeline:
         for their outcome. Raises SourceError/SinkError/LookupUnavailable on failure."""
         self._prepared = self._load_prepared(prepared)
         self._last_saved = start
-        source = BinlogSource(self.config, start, blocking=blocking, stop_at=stop_at)
+        source = BinlogSource(self.config, start, blocking=blocking, stop_at=stop_at, prefetch=self.mapper.prefetch)
         interval = self.config.checkpoint.interval_seconds
         max_pending = self.config.checkpoint.max_pending_events
         metrics, stats, progress = self.metrics, self.stats, self.progress
