@@ -7,15 +7,23 @@ suite (tests/kafka), one Apache Kafka broker, started only when a test asks for 
 
 The servers run in sessions of their own (cdc.dev.stack), so a Ctrl-C reaches pytest, not them,
 and pytest's teardown stops them in order, each step bounded. A SIGTERM (`kill`, a CI timeout)
-is turned into the same interruption; without that pytest would die with the servers left running."""
+is turned into the same interruption; without that pytest would die with the servers left running.
+
+`make test` runs the session on two pytest-xdist workers with `--dist loadgroup`: every test of one
+server leg carries the xdist_group of its server, so one worker runs the whole MariaDB leg and the
+other the whole MySQL leg, side by side, each in the order and with the one server of a serial run
+(tests that share a leg's server also share its state, so a leg is never split); tests without a
+server fill in wherever a worker is free. Under xdist the controller forwards an interruption to the
+workers, which stop their servers as above, and the workers ship their summary lines to it."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -30,12 +38,100 @@ _LEG_STARTED: dict[str, float] = {}
 # Lines for the run's summary (tests/kafka/conftest.py prints them).
 BROKER_FIGURES: list[str] = []
 
+# Summary lines that tests add to while they run, by section name. Under xdist the tests run in the
+# workers, but only the controller prints the summary: each worker ships these lists to it.
+_SHIPPED: dict[str, list[str]] = {"brokers": BROKER_FIGURES}
+_UNCLAIMED: dict[str, list[str]] = {}
+_Lines = TypeVar("_Lines", bound=list[str])  # shipped by a worker under a name this process never registered
+
+
+def summary_lines(section: str, lines: _Lines) -> _Lines:
+    """Register a module-level list of summary lines (returned as is) so that xdist workers ship it to
+    the controller, whose copy of the list then holds every worker's lines before the summary prints."""
+    _SHIPPED[section] = lines
+    return lines
+
+
+def _worker_children() -> list[int]:
+    """The xdist controller's worker processes: its direct children (it runs no test itself)."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            pids += [int(pid) for pid in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
 
 def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        # The xdist controller: its workers own the servers. Raising here would make xdist kill the
+        # workers after a few seconds, their servers still running; instead each worker is told to
+        # interrupt itself (SIGTERM: it may be outside the terminal's process group), tears down as a
+        # serial run would, and reports "interrupted", which ends the session with exit code 2.
+        # A second Ctrl-C or SIGTERM interrupts the controller at once.
+        forwarded: list[int] = []
+
+        def forward(signum: int, frame: object) -> None:
+            if forwarded:
+                raise KeyboardInterrupt
+            forwarded.extend(_worker_children())
+            if not forwarded:
+                raise KeyboardInterrupt
+            for pid in forwarded:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        config.pluginmanager.register(_Controller(), "wpcdc-xdist-controller")
+        return
+
+    worker = hasattr(config, "workerinput")
+    seen: list[int] = []
+
     def interrupted(signum: int, frame: object) -> None:
+        # A worker hit by Ctrl-C gets SIGINT from the terminal and SIGTERM from the controller: only the
+        # first interrupts, a second one must not break off the teardown that stops the servers.
+        if worker and seen:
+            return
+        seen.append(signum)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
+    if worker:
+        signal.signal(signal.SIGINT, interrupted)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """One xdist group per server leg (before xdist reads the marks): see the module docstring."""
+    for item in items:
+        kind = getattr(item, "callspec", None) and item.callspec.params.get("stack")
+        if kind:
+            item.add_marker(pytest.mark.xdist_group(kind))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In an xdist worker, after the session fixtures' teardown (so the leg times are in): ship the
+    summary lines to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["wpcdc_servers"] = dict(_SEEN)
+        workeroutput["wpcdc_summary"] = {name: list(lines) for name, lines in _SHIPPED.items() if lines}
+
+
+class _Controller:
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", None) or {}
+        _SEEN.update(output.get("wpcdc_servers", {}))
+        for name, lines in output.get("wpcdc_summary", {}).items():
+            target = _SHIPPED[name] if name in _SHIPPED else _UNCLAIMED.setdefault(name, [])
+            list.extend(target, lines)  # as shipped: not through a subclass's append
 
 
 @pytest.fixture(scope="session")
@@ -100,5 +196,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Which servers this run really talked to (CI logs included)."""
     if _SEEN:
         terminalreporter.section("servers")
-        for kind, seen in _SEEN.items():
-            terminalreporter.write_line(f"{kind}: {seen}")
+        for kind in sorted(_SEEN, key=SERVERS.index):
+            terminalreporter.write_line(f"{kind}: {_SEEN[kind]}")
+    for name, lines in _UNCLAIMED.items():
+        terminalreporter.section(name)
+        for line in lines:
+            terminalreporter.write_line(line)
