@@ -32,8 +32,12 @@ from cdc.dev.stack import Tansu, make_tls_files
 from tests.integration.conftest import Stack, new_server
 
 SERVERS = ("mariadb", "mysql")
-_SEEN: dict[str, str] = {}  # kind -> "version, leg seconds", for the terminal summary
+_SEEN: dict[str, str] = {}  # kind -> server version, for the terminal summary
 _LEG_STARTED: dict[str, float] = {}
+# kind -> when its last test finished: under xdist a leg's server lives until its worker ends, which
+# may run tests without a server after the leg.
+_LEG_ENDED: dict[str, float] = {}
+_SHIPPED_SERVERS: dict[str, str] = {}  # the xdist controller's copy of each worker's _servers()
 
 # Lines for the run's summary (tests/kafka/conftest.py prints them).
 BROKER_FIGURES: list[str] = []
@@ -41,8 +45,8 @@ BROKER_FIGURES: list[str] = []
 # Summary lines that tests add to while they run, by section name. Under xdist the tests run in the
 # workers, but only the controller prints the summary: each worker ships these lists to it.
 _SHIPPED: dict[str, list[str]] = {"brokers": BROKER_FIGURES}
-_UNCLAIMED: dict[str, list[str]] = {}
-_Lines = TypeVar("_Lines", bound=list[str])  # shipped by a worker under a name this process never registered
+_UNCLAIMED: dict[str, list[str]] = {}  # shipped by a worker under a name this process never registered
+_Lines = TypeVar("_Lines", bound=list[str])
 
 
 def summary_lines(section: str, lines: _Lines) -> _Lines:
@@ -109,18 +113,38 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """One xdist group per server leg (before xdist reads the marks): see the module docstring."""
     for item in items:
-        kind = getattr(item, "callspec", None) and item.callspec.params.get("stack")
+        kind = _leg_of(item)
         if kind:
             item.add_marker(pytest.mark.xdist_group(kind))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    yield
+    kind = _leg_of(item)
+    if kind in _LEG_STARTED:
+        _LEG_ENDED[kind] = time.monotonic()
+
+
+def _leg_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("stack") if callspec else None
+
+
+def _servers() -> dict[str, str]:
+    """kind -> "version, leg N s": a leg runs from its server being up to the end of its last test."""
+    return {
+        kind: f"{version}, leg {_LEG_ENDED[kind] - _LEG_STARTED[kind]:.0f}s" if kind in _LEG_ENDED else version
+        for kind, version in _SEEN.items()
+    }
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """In an xdist worker, after the session fixtures' teardown (so the leg times are in): ship the
-    summary lines to the controller."""
+    """In an xdist worker, after the session fixtures' teardown: ship the summary lines to the controller."""
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
-        workeroutput["wpcdc_servers"] = dict(_SEEN)
+        workeroutput["wpcdc_servers"] = _servers()
         workeroutput["wpcdc_summary"] = {name: list(lines) for name, lines in _SHIPPED.items() if lines}
 
 
@@ -128,7 +152,7 @@ class _Controller:
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         output = getattr(node, "workeroutput", None) or {}
-        _SEEN.update(output.get("wpcdc_servers", {}))
+        _SHIPPED_SERVERS.update(output.get("wpcdc_servers", {}))
         for name, lines in output.get("wpcdc_summary", {}).items():
             target = _SHIPPED[name] if name in _SHIPPED else _UNCLAIMED.setdefault(name, [])
             list.extend(target, lines)  # as shipped: not through a subclass's append
@@ -165,8 +189,6 @@ def stack(
         yield Stack(db, broker, base)
     finally:
         db.stop()
-        if kind in _LEG_STARTED:
-            _SEEN[kind] += f", leg {time.monotonic() - _LEG_STARTED[kind]:.0f}s"
 
 
 @pytest.fixture(scope="session")
@@ -194,10 +216,11 @@ def apache_stack(stack: Stack, apache_kafka: Kafka) -> Stack:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Which servers this run really talked to (CI logs included)."""
-    if _SEEN:
+    servers = {**_servers(), **_SHIPPED_SERVERS}
+    if servers:
         terminalreporter.section("servers")
-        for kind in sorted(_SEEN, key=SERVERS.index):
-            terminalreporter.write_line(f"{kind}: {_SEEN[kind]}")
+        for kind in sorted(servers, key=SERVERS.index):
+            terminalreporter.write_line(f"{kind}: {servers[kind]}")
     for name, lines in _UNCLAIMED.items():
         terminalreporter.section(name)
         for line in lines:
