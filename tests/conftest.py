@@ -10,7 +10,7 @@ and pytest's teardown stops them in order, each step bounded. A SIGTERM (`kill`,
 is turned into the same interruption; without that pytest would die with the servers left running.
 
 `make test` runs the session on two pytest-xdist workers with `--dist loadgroup`: every test of one
-server leg carries the xdist_group of its server, so one worker runs the whole MariaDB leg and the
+server leg is one work unit (see _LegScheduling), so one worker runs the whole MariaDB leg and the
 other the whole MySQL leg, side by side, each in the order and with the one server of a serial run
 (tests that share a leg's server also share its state, so a leg is never split); tests without a
 server fill in wherever a worker is free. Under xdist the controller forwards an interruption to the
@@ -109,13 +109,17 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, interrupted)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """One xdist group per server leg (before xdist reads the marks): see the module docstring."""
-    for item in items:
-        kind = _leg_of(item)
-        if kind:
-            item.add_marker(pytest.mark.xdist_group(kind))
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """The leg's xdist_group mark, for anyone reading marks; the grouping itself is _LegScheduling's."""
+    kind = _leg_of(item)
+    if kind:
+        item.add_marker(pytest.mark.xdist_group(kind))
+
+
+def _leg_in_id(nodeid: str) -> str | None:
+    """The server leg named in a test id's parameters ("...[mariadb]", "[mysql-truncate]", "[fail-mariadb]")."""
+    params = nodeid.rpartition("[")[2].rstrip("]") if nodeid.endswith("]") else ""
+    return next((kind for kind in params.split("-") if kind in SERVERS), None)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -149,6 +153,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 class _Controller:
+    @pytest.hookimpl
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """`--dist loadgroup` with one work unit per server leg. xdist groups by the "@group" suffix
+        its worker appends to the node id, which pytest 9.2 no longer lets it change (Item.nodeid
+        comes from Item._id), so the xdist_group marks alone grouped nothing: the scope is read
+        from the leg's parameter in the id instead, and every other test is a unit of its own."""
+        if config.getvalue("dist") != "loadgroup":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
+
+        class _LegScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return _leg_in_id(nodeid) or nodeid
+
+        return _LegScheduling(config, log)
+
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         output = getattr(node, "workeroutput", None) or {}
