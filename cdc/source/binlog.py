@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pymysql
@@ -47,9 +47,9 @@ from cdc.core.changes import (
     XAPrepared,
 )
 from cdc.core.position import BinlogPosition
-from cdc.core.tables import TableKind, TableMatcher
+from cdc.core.tables import TableKind, TableMatcher, WordPressTable
 from cdc.errors import PositionGoneError, SourceError
-from cdc.source import fast_decoding, mysql_events
+from cdc.source import fast_decoding, mysql_events, packets
 from cdc.source.mysql_events import PayloadError, TransactionPayloadEvent
 from cdc.source.server import open_connection
 
@@ -113,6 +113,8 @@ class _OneShotConnector:
         conn = open_connection(**settings)
         if is_ctl and self.speedups:
             fast_decoding.enable(conn)  # every event is handed the control connection: the switch rides on it
+        elif self.speedups:
+            packets.install(conn)  # connected, nothing unread: the dump's packets come from large reads
         return conn
 
 
@@ -138,11 +140,15 @@ class BinlogSource:
         *,
         blocking: bool = True,
         stop_at: BinlogPosition | None = None,
+        prefetch: Callable[[WordPressTable, str, list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._config = config
         self._start = start
         self._blocking = blocking
         self._stop_at = stop_at
+        # Called with each rows event's decoded rows before the first of them is yielded (the mapper
+        # asks for what they will look up in one query); never for rows held in an XA transaction.
+        self._prefetch = prefetch
         self._tables = TableMatcher(config.wordpress.table_prefix)
         self._reader: BinLogStreamReader | None = None
 
@@ -255,6 +261,7 @@ class BinlogSource:
         in_txn: bool | None = None
         stop_at = self._stop_at
         match = self._tables.match
+        prefetch = self._prefetch
         # Where the current transaction can be read again from: the end of the previous one.
         txn_from = self._start
         # Row items of an XA transaction, held until its XA PREPARE: its outcome is decided later.
@@ -375,7 +382,10 @@ class BinlogSource:
                 continue
             if xa is not None:
                 xa.extend(_row_changes(op, ev.table, wp, rows, file, pos, ts, gtid, inner))
-            elif op == "update":
+                continue
+            if prefetch is not None:
+                prefetch(wp, op, rows)
+            if op == "update":
                 for i, r in enumerate(rows):
                     yield RowChange(
                         "update", ev.table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid, inner
