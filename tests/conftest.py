@@ -94,14 +94,15 @@ def pytest_configure(config: pytest.Config) -> None:
         return
 
     worker = hasattr(config, "workerinput")
-    seen: list[int] = []
+    seen: list[float] = []
 
     def interrupted(signum: int, frame: object) -> None:
-        # A worker hit by Ctrl-C gets SIGINT from the terminal and SIGTERM from the controller: only the
-        # first interrupts, a second one must not break off the teardown that stops the servers.
-        if worker and seen:
+        # A worker hit by Ctrl-C gets SIGINT from the terminal and SIGTERM from the controller at once:
+        # the second must not break off the teardown that stops the servers. Later ones do interrupt
+        # (a first one swallowed by the code it hit must not leave the worker deaf).
+        if worker and seen and time.monotonic() - seen[-1] < 3:
             return
-        seen.append(signum)
+        seen.append(time.monotonic())
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
