@@ -144,3 +144,36 @@ def test_kill_9_under_writes_then_a_gtid_resume_loses_nothing_and_resends_only_a
     assert written_at_kill < total, "the kill should land while the writer is still writing"
     print(f"\n[{site.stack.kind}] kill -9 with {written_at_kill} of {total} posts written, {in_state} in the "
           f"checkpoint's GTID state: 0 lost, {len(resent)} re-sent, all with identical ids and bytes")  # fmt: skip
+
+
+def test_a_server_that_lags_belongs_elsewhere_or_purged_the_states_future_is_named(site: Site) -> None:
+    """Server.gtid_resume_problem, which `run` (and a choice among several servers) asks before reading."""
+    from cdc.config import parse_config
+    from cdc.dev.stack import MYSQL_PASSWORD
+    from cdc.errors import PositionGoneError, SourceError
+    from cdc.source.server import Server
+    from tests.integration.test_source_events import rotate_and_purge
+
+    rotate_and_purge(site)
+    config = parse_config({**site.config, "mysql": {**site.config["mysql"], "password": MYSQL_PASSWORD}})
+    with Server(config) as server:
+        executed = server.gtid_executed()
+        assert server.gtid_resume_problem(executed) is None
+        if server.is_mariadb():
+            domain, (srv, seq) = next(iter(executed.mariadb.items()))
+            ahead = executed.add(f"{domain}-{srv}-{seq + 1000}")
+        else:
+            (sid, tag), ivs = next(iter(executed.intervals.items()))
+            ahead = executed.add(f"{sid}:{tag + ':' if tag else ''}{ivs[-1][1] + 1000}")
+        lags = server.gtid_resume_problem(ahead)
+        assert isinstance(lags, SourceError) and not lags.fatal and "lacks transactions" in lags.problem
+        if not server.is_mariadb():
+            foreign = server.gtid_resume_problem(GtidSet.parse("0b9a1e4c-0000-4000-8000-000000000001:1-5"))
+            assert (
+                isinstance(foreign, SourceError) and foreign.fatal and "another replication topology" in foreign.problem
+            )
+        # The empty state needs everything since the first transaction; the first file was purged long ago.
+        gone = server.gtid_resume_problem(GtidSet())
+        assert isinstance(gone, PositionGoneError) and "no longer has" in gone.problem
+        # The binlog's own state at the end of the newest file is the executed set.
+        assert server.gtid_state_at(server.current_position()) == executed
