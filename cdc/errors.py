@@ -12,6 +12,7 @@ EXIT_POSITION_GONE = 4
 EXIT_CHECKPOINT = 5
 EXIT_SINK = 6
 EXIT_SOURCE = 7
+EXIT_FENCED = 8
 
 
 class WpcdcError(Exception):
@@ -69,6 +70,17 @@ class KafkaSetupError(WpcdcError):
     that does not create topics, rejected credentials): stop with the fix rather than retry forever."""
 
     exit_code = EXIT_SINK
+
+
+class ProducerFenced(WpcdcError):
+    """kafka.delivery exactly_once: a newer producer with this source's transactional id took over
+    (another wpcdc started on the same source). Not retried: this process stops the source, and
+    nothing it sent in its open transaction becomes visible to read_committed consumers.
+
+    The interface for running sources: `run_live` raises it (after logging `event: fenced`); a caller
+    running several sources stops that one and reports it fenced; `wpcdc run` exits 8."""
+
+    exit_code = EXIT_FENCED
 
 
 class SourceError(WpcdcError):

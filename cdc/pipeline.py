@@ -110,8 +110,9 @@ class Pipeline:
         self._last_saved = start
         self._gtids = gtid_start
         source = BinlogSource(
-            self.config, start, blocking=blocking, stop_at=stop_at, gtid_start=gtid_start, is_mariadb=mariadb
-        )
+            self.config, start, blocking=blocking, stop_at=stop_at, prefetch=self.mapper.prefetch,
+            gtid_start=gtid_start, is_mariadb=mariadb,
+        )  # fmt: skip
         interval = self.config.checkpoint.interval_seconds
         max_pending = self.config.checkpoint.max_pending_events
         metrics, stats, progress = self.metrics, self.stats, self.progress
@@ -403,13 +404,15 @@ class Pipeline:
         self._unacked = 0
         self.metrics.inflight = 0
 
-    def try_commit(self) -> None:
-        """After a source failure the sink may still be healthy: keep what was read."""
+    def try_commit(self) -> bool:
+        """After a source failure the sink may still be healthy: keep what was read. False: it was not."""
         try:
             self.commit()
         except SinkError as exc:
             log.warning("could not commit after the failure: %s", exc.problem)
             self.abandon()
+            return False
+        return True
 
 
 TRANSIENT = (SourceError, SinkError, LookupUnavailable)

@@ -16,7 +16,7 @@ from typing import Any
 
 from cdc.config import FilterConfig, MappingConfig
 from cdc.core.changes import RowChange, TableChange, UndecodableRows
-from cdc.core.tables import TableKind
+from cdc.core.tables import TableKind, WordPressTable
 from cdc.core.values import RawValue
 from cdc.errors import LookupUnavailable
 from cdc.mapping import events as ev
@@ -128,6 +128,55 @@ class Mapper:
             raise
         except Exception as exc:  # any failure becomes a dead letter: never a crash loop on one row
             return Mapped(dead_letter=self._dead_letter(change, exc))
+
+    def prefetch(self, wp: WordPressTable, op: str, rows: list[dict[str, Any]]) -> None:
+        """Before the rows of one rows event are mapped (`rows` as the library decodes them): ask for
+        every post and term they will look up in one query each, instead of one per row. Only ids the
+        rows' own mapping would ask for; a row that cannot be read here is left to `map`."""
+        kind = wp.kind
+        if len(rows) < 2 or (kind is not TableKind.POSTMETA and kind is not TableKind.TERM_RELATIONSHIPS):
+            return
+        state, blog = self.state, wp.blog_id
+        images = [
+            (r.get("before_values"), r.get("after_values")) if op == "update" else (None, r.get("values"))
+            if op == "insert" else (r.get("values"), None)
+            for r in rows
+        ]  # fmt: skip
+        posts: set[int] = set()
+        for before, after in images:
+            image = after if after is not None else before
+            try:
+                if kind is TableKind.POSTMETA:
+                    if _str(image, "meta_key") not in self._excluded_meta_keys:  # type: ignore[arg-type]
+                        posts.add(_int(image, "post_id"))  # type: ignore[arg-type]
+                else:
+                    posts.add(_int(image, "object_id"))  # type: ignore[arg-type]
+                    if before is not None and after is not None:
+                        posts.add(_int(before, "object_id"))
+            except Exception:  # map() dead-letters it
+                continue
+        state.prefetch_posts(blog, posts)
+        if kind is not TableKind.TERM_RELATIONSHIPS:
+            return
+        terms: set[int] = set()
+        for before, after in images:
+            try:
+                image = after if after is not None else before
+                info = state.post_known(blog, _int(image, "object_id"))  # type: ignore[arg-type]
+                if info is not None and self._excluded(info.post_type, info.post_status):
+                    continue
+                if before is None or after is None:
+                    terms.add(_int(image, "term_taxonomy_id"))  # type: ignore[arg-type]
+                    continue
+                old, new = _int(before, "term_taxonomy_id"), _int(after, "term_taxonomy_id")
+                if _int(before, "object_id") == _int(after, "object_id") and old == new:
+                    if _int(before, "term_order") != _int(after, "term_order"):
+                        terms.add(new)
+                else:
+                    terms.update((old, new))
+            except Exception:  # map() dead-letters it
+                continue
+        state.prefetch_terms(blog, terms)
 
     # -- wp_posts ------------------------------------------------------------------------------
 

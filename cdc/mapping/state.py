@@ -6,6 +6,11 @@ entry is the database's state at lookup time and says so (`from_db`), and the ev
 name the fields in `source.lookups`.
 Bounded: least recently used entries are dropped and looked up again if needed.
 
+Misses are remembered like answers (a post or term the database lacks is asked for once, not once
+per row naming it) until the binlog's own row for that id replaces the entry: a later INSERT of the
+post or term is seen. `prefetch_posts` / `prefetch_terms` ask for every id a rows event will need in
+one query (`BatchLookup`), before its first row is mapped; its rows then find them in the cache.
+
 Crash duplicates: a restart re-reads the binlog from the last checkpoint with a cache that no longer
 holds what the first pass knew there. With a `FactRecorder` (the checkpoint's fact journal), the
 first read of each entry after a checkpoint is recorded (value and origin) before any event built
@@ -30,6 +35,14 @@ class Lookup(Protocol):
     def post(self, blog_id: int, post_id: int) -> PostInfo | None: ...
 
     def term(self, blog_id: int, term_taxonomy_id: int) -> TermInfo | None: ...
+
+
+class BatchLookup(Lookup, Protocol):
+    """A lookup that answers many ids in one round trip; an id missing from the answer is not there."""
+
+    def posts(self, blog_id: int, post_ids: list[int]) -> dict[int, PostInfo]: ...
+
+    def terms(self, blog_id: int, term_taxonomy_ids: list[int]) -> dict[int, TermInfo]: ...
 
 
 class FactRecorder(Protocol):
@@ -58,6 +71,13 @@ class _Lru(Generic[K, V]):
         self._data: OrderedDict[K, V] = OrderedDict()
         self._capacity = capacity
 
+    def __contains__(self, key: object) -> bool:  # a peek: does not make the entry recent
+        return key in self._data
+
+    def get_quietly(self, key: K) -> V | object:
+        """Like get, without making the entry recent."""
+        return self._data.get(key, _MISSING)
+
     def get(self, key: K) -> V | object:
         try:
             value = self._data[key]
@@ -80,13 +100,24 @@ Fact = tuple[object, bool]  # (value, from_db)
 
 
 class WordPressState:
-    def __init__(self, lookup: Lookup, capacity: int = 200_000, recorder: FactRecorder | None = None) -> None:
+    def __init__(
+        self,
+        lookup: Lookup,
+        capacity: int = 200_000,
+        recorder: FactRecorder | None = None,
+        *,
+        remember_term_misses: bool = True,
+    ) -> None:
         self._lookup = lookup
         # Whether a miss asks the database (its answers are flagged); NoLookup answers nothing.
         self._live: bool = getattr(lookup, "live", True)
+        self._batch = self._live and all(callable(getattr(lookup, m, None)) for m in ("posts", "terms"))
+        # Off only in the test that proves the events are the same either way.
+        self._remember_term_misses = remember_term_misses
         self._posts: _Lru[tuple[int, int], tuple[PostInfo | None, bool]] = _Lru(capacity)
-        # term_taxonomy_id -> (term_id, taxonomy) and term_id -> (slug, name), as the two tables hold them.
-        self._taxonomy: _Lru[tuple[int, int], tuple[tuple[int | None, str | None], bool]] = _Lru(capacity)
+        # term_taxonomy_id -> (term_id, taxonomy) and term_id -> (slug, name), as the two tables hold them;
+        # a term_taxonomy_id the database lacks -> None (a remembered miss).
+        self._taxonomy: _Lru[tuple[int, int], tuple[tuple[int | None, str | None] | None, bool]] = _Lru(capacity)
         self._terms: _Lru[tuple[int, int], tuple[tuple[str | None, str | None], bool]] = _Lru(capacity)
         self.recorder = recorder
         # Entries read or set since the last checkpoint (only with a recorder): recorded once each.
@@ -115,6 +146,8 @@ class WordPressState:
             self._touched.add(tag)  # type: ignore[arg-type]
             if cache == POSTS and value is not None:
                 value = PostInfo(*value)  # type: ignore[arg-type]
+            elif cache == TERMS and value is None:
+                continue  # not written by wpcdc: a term's names are always a pair
             caches[cache].put(key, (value, from_db))
 
     def _read(self, cache: str, key: tuple[int, int], fact: tuple[Any, bool]) -> None:
@@ -158,6 +191,10 @@ class WordPressState:
         tt_key = (blog_id, term_taxonomy_id)
         tax = self._taxonomy.get(tt_key)
         if tax is not _MISSING:
+            if tax[0] is None:  # type: ignore[index]  # the database had no such term when asked
+                if self.recorder is not None:
+                    self._read(TAXONOMY, tt_key, tax)  # type: ignore[arg-type]
+                return None, tax[1]  # type: ignore[index]
             (term_id, taxonomy), tax_db = tax  # type: ignore[misc]
             if term_id is None:
                 names: Any = ((None, None), tax_db)
@@ -171,18 +208,68 @@ class WordPressState:
                         self._read(TERMS, (blog_id, term_id), names)
                 return TermInfo(term_id, taxonomy, slug, name), tax_db or names_db
         found = self._lookup.term(blog_id, term_taxonomy_id)
+        return self._learn_lookup(tt_key, found, record=self.recorder is not None)
+
+    def _learn_lookup(
+        self, tt_key: tuple[int, int], found: TermInfo | None, record: bool
+    ) -> tuple[TermInfo | None, bool]:
+        """Cache a lookup's answer; `record`: it is being read now (a prefetch is read by the rows later)."""
         if found is None:
+            if self._live and self._remember_term_misses:
+                # Until the binlog's own term_taxonomy row for it (set_term_taxonomy) replaces it.
+                miss = (None, True)
+                self._taxonomy.put(tt_key, miss)
+                if record:
+                    self._read(TAXONOMY, tt_key, miss)
             return None, self._live
+        blog_id = tt_key[0]
         tax = ((found.term_id, found.taxonomy), True)
         self._taxonomy.put(tt_key, tax)  # type: ignore[arg-type]
-        if self.recorder is not None:
+        if record:
             self._read(TAXONOMY, tt_key, tax)  # type: ignore[arg-type]
         if found.term_id is not None:
             names = ((found.slug, found.name), True)
             self._terms.put((blog_id, found.term_id), names)
-            if self.recorder is not None:
+            if record:
                 self._read(TERMS, (blog_id, found.term_id), names)
         return found, True
+
+    # -- one query for a whole rows event ------------------------------------------------------------
+
+    def prefetch_posts(self, blog_id: int, post_ids: set[int]) -> None:
+        """Ask for the posts among `post_ids` that the next reads would look up, in one query."""
+        if not self._batch:
+            return
+        missing = [pid for pid in post_ids if (blog_id, pid) not in self._posts]
+        if len(missing) < 2:
+            return  # one query either way: the read asks for it
+        found = self._lookup.posts(blog_id, sorted(missing))  # type: ignore[attr-defined]
+        for pid in missing:
+            self._posts.put((blog_id, pid), (found.get(pid), True))
+
+    def prefetch_terms(self, blog_id: int, term_taxonomy_ids: set[int]) -> None:
+        """Ask for the terms among `term_taxonomy_ids` that the next reads would look up, in one query."""
+        if not self._batch:
+            return
+        missing = []
+        for tt_id in term_taxonomy_ids:
+            tax = self._taxonomy.get_quietly((blog_id, tt_id))
+            if tax is _MISSING:
+                missing.append(tt_id)
+                continue
+            value = tax[0]  # type: ignore[index]
+            if value is not None and value[0] is not None and (blog_id, value[0]) not in self._terms:
+                missing.append(tt_id)  # its names are not known: term_fact would ask for the whole term
+        if len(missing) < 2:
+            return
+        found = self._lookup.terms(blog_id, sorted(missing))  # type: ignore[attr-defined]
+        for tt_id in missing:
+            self._learn_lookup((blog_id, tt_id), found.get(tt_id), record=False)
+
+    def post_known(self, blog_id: int, post_id: int) -> PostInfo | None:
+        """The cached post, if any, without a lookup, a journal record or a change of recency."""
+        entry = self._posts.get_quietly((blog_id, post_id))
+        return None if entry is _MISSING else entry[0]  # type: ignore[index]
 
     def set_term_taxonomy(self, blog_id: int, tt_id: int, term_id: int | None, taxonomy: str | None) -> None:
         self._taxonomy.put((blog_id, tt_id), ((term_id, taxonomy), False))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pymysql
@@ -48,9 +48,9 @@ from cdc.core.changes import (
     XAPrepared,
 )
 from cdc.core.position import BinlogPosition
-from cdc.core.tables import TableKind, TableMatcher
+from cdc.core.tables import TableKind, TableMatcher, WordPressTable
 from cdc.errors import PositionGoneError, SourceError
-from cdc.source import fast_decoding, mysql_events
+from cdc.source import fast_decoding, mysql_events, packets
 from cdc.source.mysql_events import PayloadError, TransactionPayloadEvent
 from cdc.source.server import GtidSet, open_connection
 
@@ -114,6 +114,8 @@ class _OneShotConnector:
         conn = open_connection(**settings)
         if is_ctl and self.speedups:
             fast_decoding.enable(conn)  # every event is handed the control connection: the switch rides on it
+        elif self.speedups:
+            packets.install(conn)  # connected, nothing unread: the dump's packets come from large reads
         return conn
 
 
@@ -189,6 +191,7 @@ class BinlogSource:
         stop_at: BinlogPosition | None = None,
         gtid_start: GtidSet | None = None,
         is_mariadb: bool = False,
+        prefetch: Callable[[WordPressTable, str, list[dict[str, Any]]], None] | None = None,
     ) -> None:
         """From `start`, or with `gtid_start` from the first transaction that set lacks (then `start`
         only names the place in messages and until the server's first rotate event; `is_mariadb`
@@ -199,6 +202,9 @@ class BinlogSource:
         self._is_mariadb = is_mariadb
         self._blocking = blocking
         self._stop_at = stop_at
+        # Called with each rows event's decoded rows before the first of them is yielded (the mapper
+        # asks for what they will look up in one query); never for rows held in an XA transaction.
+        self._prefetch = prefetch
         self._tables = TableMatcher(config.wordpress.table_prefix)
         self._reader: BinLogStreamReader | None = None
 
@@ -335,6 +341,7 @@ class BinlogSource:
         in_txn: bool | None = None
         stop_at = self._stop_at
         match = self._tables.match
+        prefetch = self._prefetch
         # Where the current transaction can be read again from: the end of the previous one.
         txn_from = self._start
         # Row items of an XA transaction, held until its XA PREPARE: its outcome is decided later.
@@ -464,7 +471,10 @@ class BinlogSource:
             txn_row += len(rows)
             if xa is not None:
                 xa.extend(_row_changes(op, ev.table, wp, rows, file, pos, ts, gtid, inner, base))
-            elif op == "update":
+                continue
+            if prefetch is not None:
+                prefetch(wp, op, rows)
+            if op == "update":
                 for i, r in enumerate(rows):
                     yield RowChange(
                         "update", ev.table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid, inner,

@@ -494,9 +494,20 @@ _WRAPPER_PARAMS = mysql_events.WRAPPER_PARAMS
 _WRAPPER_DEFAULTS = {"use_column_name_cache": False, "post_header_lengths": None}
 
 
+# The last positional arguments and their dict: the reader passes the same ones for every event
+# (until a format description or rotation changes one), so the dict is not rebuilt per event.
+_last_params: list[Any] = [None, None]
+
+
 def _wrapper_params(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The wrapper's arguments by name (read only: the dict may be shared with the previous call)."""
     if not kwargs and len(args) == len(_WRAPPER_PARAMS):  # how BinLogStreamReader.fetchone calls it
-        return dict(zip(_WRAPPER_PARAMS, args, strict=True))
+        last_args, last = _last_params
+        if last_args is not None and last_args == args:  # the same objects: identity, item by item
+            return last  # type: ignore[no-any-return]
+        params = dict(zip(_WRAPPER_PARAMS, args, strict=True))
+        _last_params[:] = [args, params]
+        return params
     params = {**_WRAPPER_DEFAULTS, **dict(zip(_WRAPPER_PARAMS, args, strict=False))}
     params.update(kwargs)
     return params

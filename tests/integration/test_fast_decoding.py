@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 from typing import Any
 
+import orjson
 import pytest
 
 from cdc.config import parse_config
 from cdc.core.changes import RowChange, TransactionEnd
 from cdc.core.position import BinlogPosition
 from cdc.dev.stack import MYSQL_PASSWORD
-from cdc.source import fast_decoding
-from cdc.source.binlog import BinlogSource
+from cdc.mapping.mapper import Mapper
+from cdc.mapping.state import WordPressState
+from cdc.source import binlog, fast_decoding, packets
+from cdc.source.binlog import BinlogSource, connection_settings
+from cdc.source.lookup import DatabaseLookup
 from tests.integration.conftest import Site
 
 pytestmark = pytest.mark.integration
@@ -117,3 +122,100 @@ def test_fast_decoding_is_identical_to_the_library(site: Site, monkeypatch: pyte
     assert after["t_date"] == dt.date(2026, 2, 28) and after["t_year"] == 2026
     assert after["t_bin"] == b"\x00\xff\x10" and after["t_latin"] == "café" * 70
     assert rows[1][3]["t_ubig"] is None
+
+
+def publish(site: Site, fast: bool, plain_tcp: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[bytes], int]:
+    """The encoded events of site.start..now as `wpcdc replay` builds them (the source hands each rows
+    event to the mapper's prefetch, then its rows one by one), and the number of lookup queries. With
+    fast=False: the library's decoding and packet reads, a query per row, no remembered term misses."""
+    cfg = dict(site.config)
+    cfg["source"] = {**cfg.get("source", {}), "fast_decoding": fast}
+    config = parse_config(cfg)
+    with monkeypatch.context() as m:
+        if plain_tcp:  # PyMySQL uses TLS whenever the test servers offer it (they do): refuse it here
+            m.setattr(binlog, "connection_settings", lambda c: {**connection_settings(c), "ssl_disabled": True})
+        lookup = DatabaseLookup(config)
+        queries = [0]
+        real_all = lookup._all
+
+        def counted(sql: str, args: tuple[int, ...]) -> Any:
+            queries[0] += 1
+            return real_all(sql, args)
+
+        m.setattr(lookup, "_all", counted)
+        mapper = Mapper(WordPressState(lookup, remember_term_misses=fast), 1)
+        file, pos = site.start.split(":")
+        source = BinlogSource(
+            config, BinlogPosition(file, int(pos)), blocking=False, prefetch=mapper.prefetch if fast else None
+        )
+        out: list[bytes] = []
+        try:
+            for item in source.items():
+                if isinstance(item, RowChange):
+                    mapped = mapper.map(item)
+                    assert mapped.dead_letter is None, mapped.dead_letter
+                    out += mapped.encoded
+        finally:
+            lookup.close()
+    return out, queries[0]
+
+
+def test_every_speedup_on_or_off_publishes_the_same_bytes(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Posts and a term written before the range: every row of it that names them is a lookup.
+    old = [site.insert_post(f"old {i}", status="publish") for i in range(6)]
+    site.sql(
+        "INSERT INTO wp_terms (term_id, name, slug) VALUES (40, 'Old', 'old')",
+        "INSERT INTO wp_term_taxonomy (term_taxonomy_id, term_id, taxonomy, description)"
+        " VALUES (40, 40, 'category', '')",
+    )
+    site.start = site.position()
+    ids = ", ".join(map(str, old))
+    site.sql(
+        # One rows event per statement, each naming several posts the range never wrote.
+        "INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES "
+        + ", ".join(f"({p}, '_price', '{p}'), ({p}, '_edit_lock', '1:1')" for p in old),
+        # Terms the database lacks (77, 78), one it has (40): several relationships each.
+        "INSERT INTO wp_term_relationships (object_id, term_taxonomy_id) VALUES "
+        + ", ".join(f"({p}, 77), ({p}, 78), ({p}, 40)" for p in old),
+        f"INSERT INTO wp_term_relationships (object_id, term_taxonomy_id) VALUES ({old[0]}, 79)",
+        f"UPDATE wp_postmeta SET meta_value = CONCAT(meta_value, '!') WHERE post_id IN ({ids})",
+        # Term 77 is created now: the relationships after this must see it (from the binlog), not the
+        # remembered miss. It is gone again by the time the range is read, so a lookup cannot find it.
+        "INSERT INTO wp_terms (term_id, name, slug) VALUES (77, 'Fresh', 'fresh')",
+        "INSERT INTO wp_term_taxonomy (term_taxonomy_id, term_id, taxonomy, description)"
+        " VALUES (77, 77, 'post_tag', '')",
+        f"UPDATE wp_term_relationships SET term_order = 2 WHERE term_taxonomy_id = 77 AND object_id IN ({ids})",
+        f"DELETE FROM wp_term_relationships WHERE term_taxonomy_id IN (77, 78) AND object_id IN ({ids})",
+        "DELETE FROM wp_term_taxonomy WHERE term_taxonomy_id = 77",
+        "DELETE FROM wp_terms WHERE term_id = 77",
+    )
+    monkeypatch.setenv("WPCDC_MYSQL_PASSWORD", MYSQL_PASSWORD)
+    chunked: list[bool] = []
+    real_install = packets.install
+
+    def spy(conn: Any) -> None:
+        chunked.append(isinstance(conn._sock, ssl.SSLSocket))
+        real_install(conn)
+
+    monkeypatch.setattr(packets, "install", spy)
+    fast_tls, fast_tls_queries = publish(site, fast=True, plain_tcp=False, monkeypatch=monkeypatch)
+    fast_tcp, fast_tcp_queries = publish(site, fast=True, plain_tcp=True, monkeypatch=monkeypatch)
+    assert chunked == [True, False], "the chunked packet reader ran over TLS, then over plain TCP"
+    slow, slow_queries = publish(site, fast=False, plain_tcp=False, monkeypatch=monkeypatch)
+    assert len(chunked) == 2, "fast_decoding: false reads packets through PyMySQL"
+
+    assert fast_tls == slow and fast_tcp == slow
+    events = [orjson.loads(v) for v in slow]
+    # 6 meta added (the _edit_lock rows are filtered), 19 terms added, 6 meta updated, 6 term order
+    # updates, 12 terms removed.
+    assert len(events) == 49
+    fresh = [e for e in events if e["event_type"] == "post_term_updated"]
+    assert len(fresh) == 6
+    assert all(e["data"]["name"] == "Fresh" and e["source"]["lookups"] == ["post_type"] for e in fresh)
+    missed = [e for e in events if e["event_type"] == "post_term_added" and e["data"]["term_taxonomy_id"] == 77]
+    assert all(e["data"]["name"] is None and "data.name" in e["source"]["lookups"] for e in missed)
+    # Per row: the 6 posts, term 40 once, the missing 77 and 78 for every row naming them (6 + 6 added,
+    # 6 more removed: 77 is known from the binlog by then), 79 once: 26 queries. Batched and remembered:
+    # one for the meta's posts, one for the three terms; the single relationship of term 79 asks alone.
+    assert slow_queries == 26
+    assert fast_tls_queries == fast_tcp_queries == 3

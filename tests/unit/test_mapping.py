@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cdc.config import FilterConfig, MappingConfig
-from cdc.core.tables import TableKind
+from cdc.core.tables import TableKind, WordPressTable
 from cdc.mapping import events as ev
 from cdc.mapping.mapper import (
     EXCLUDED_META_KEY,
@@ -379,3 +379,100 @@ def test_raw_values_are_published_with_a_warning_naming_the_column() -> None:
         {"image": "after", "column": "post_date", "problem": "invalid_date"},
     ]
     ev.PostUpdated.model_validate(e)
+
+
+# -- lookups: remembered misses, one query per rows event ---------------------------------------
+
+
+class BatchLookup:
+    """A database that also answers many ids at once; records every question."""
+
+    live = True
+
+    def __init__(self, posts: dict[tuple[int, int], PostInfo] | None = None, terms: dict[Any, TermInfo] | None = None):
+        self._posts = posts or {}
+        self._terms = terms or {}
+        self.asked: list[tuple[str, list[int]]] = []
+
+    def post(self, blog_id: int, post_id: int) -> PostInfo | None:
+        self.asked.append(("post", [post_id]))
+        return self._posts.get((blog_id, post_id))
+
+    def term(self, blog_id: int, tt_id: int) -> TermInfo | None:
+        self.asked.append(("term", [tt_id]))
+        return self._terms.get((blog_id, tt_id))
+
+    def posts(self, blog_id: int, post_ids: list[int]) -> dict[int, PostInfo]:
+        self.asked.append(("posts", post_ids))
+        return {p: self._posts[(blog_id, p)] for p in post_ids if (blog_id, p) in self._posts}
+
+    def terms(self, blog_id: int, tt_ids: list[int]) -> dict[int, TermInfo]:
+        self.asked.append(("terms", tt_ids))
+        return {t: self._terms[(blog_id, t)] for t in tt_ids if (blog_id, t) in self._terms}
+
+
+def test_a_term_miss_is_asked_once_until_the_binlog_creates_that_term() -> None:
+    db = BatchLookup()
+    m = mapper(db)
+    m.map(change(P, "insert", after=post_row(1)))
+    first = valid(m.map(change(R, "insert", after=rel_row(1, 9))))
+    again = valid(m.map(change(R, "delete", before=rel_row(1, 9))))
+    assert db.asked == [("term", [9])]  # the second row found the remembered miss
+    assert first[0]["data"]["name"] is None and again[0]["data"]["name"] is None
+    assert first[0]["source"]["lookups"] == again[0]["source"]["lookups"] == [
+        "data.taxonomy", "data.term_id", "data.slug", "data.name"
+    ]  # fmt: skip
+    # The term is created: its rows replace the miss, no lookup, no `lookups`.
+    m.map(change(TableKind.TERM_TAXONOMY, "insert", after={"term_taxonomy_id": 9, "term_id": 4, "taxonomy": "tag"}))
+    m.map(change(TableKind.TERMS, "insert", after={"term_id": 4, "name": "New", "slug": "new"}))
+    (added,) = valid(m.map(change(R, "insert", after=rel_row(1, 9))))
+    assert added["data"]["name"] == "New" and "lookups" not in added["source"]
+    assert db.asked == [("term", [9])]
+
+    # Not remembered (the switch the identical-output test turns off): asked per row, same events.
+    db2 = BatchLookup()
+    m2 = Mapper(WordPressState(db2, remember_term_misses=False), 101)
+    m2.map(change(P, "insert", after=post_row(1)))
+    for e, same in (
+        (valid(m2.map(change(R, "insert", after=rel_row(1, 9)))), first),
+        (valid(m2.map(change(R, "delete", before=rel_row(1, 9)))), again),
+    ):
+        assert (e[0]["data"], e[0]["source"]["lookups"]) == (same[0]["data"], same[0]["source"]["lookups"])
+    assert db2.asked == [("term", [9]), ("term", [9])]
+
+
+def test_prefetch_asks_once_for_exactly_what_the_rows_of_an_event_will_look_up() -> None:
+    posts = {(1, p): PostInfo("post", "publish") for p in (5, 6, 7)} | {(1, 8): PostInfo("revision", "inherit")}
+    terms = {(1, 20): TermInfo(2, "category", "news", "News")}
+    db = BatchLookup(posts, terms)
+    state = WordPressState(db)
+    m = Mapper(state, 101)
+    state.set_post(1, 7, PostInfo("page", "publish"))  # known from the binlog: not asked for
+    meta = [
+        {"values": meta_row(1, 5)}, {"values": meta_row(2, 6)}, {"values": meta_row(3, 7)},
+        {"values": {**meta_row(4, 9), "meta_key": "_edit_lock"}},  # an excluded key: no lookup
+        {"values": {"meta_id": 5}},  # unreadable here: left to map(), which dead-letters it
+    ]  # fmt: skip
+    wp_meta = WordPressTable(1, M)
+    m.prefetch(wp_meta, "insert", meta)
+    assert db.asked == [("posts", [5, 6])]
+    rels = [{"values": rel_row(p, t)} for p, t in ((5, 20), (6, 21), (8, 22), (10, 23))]
+    m.prefetch(WordPressTable(1, R), "insert", rels)
+    # Post 8 is a revision (excluded): its term is not asked for; 10 does not exist (asked, remembered).
+    assert db.asked[1:] == [("posts", [8, 10]), ("terms", [20, 21, 23])]
+    db.asked.clear()
+    out = [m.map(change(R, "insert", after=r["values"])) for r in rels]
+    assert db.asked == [], "the rows found everything in the cache"
+    assert [e["data"]["slug"] for x in out for e in x.events] == ["news", None, None]
+    assert out[2].filtered == EXCLUDED_POST_TYPE
+
+
+def test_prefetch_without_batch_support_or_for_one_row_asks_nothing() -> None:
+    db = DictLookup()
+    m = mapper(db)
+    m.prefetch(WordPressTable(1, M), "insert", [{"values": meta_row(1, 5)}, {"values": meta_row(2, 6)}])
+    assert db.post_calls == 0
+    batch = BatchLookup()
+    m = Mapper(WordPressState(batch), 101)
+    m.prefetch(WordPressTable(1, M), "insert", [{"values": meta_row(1, 5)}])
+    assert batch.asked == []

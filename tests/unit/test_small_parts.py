@@ -158,3 +158,38 @@ def test_meta_of_an_unseen_post_names_the_looked_up_field() -> None:
     state.set_post(1, 5, PostInfo("post", "draft"))
     (from_binlog,) = Mapper(state, 1).map(change).events
     assert from_binlog["post_type"] == "post" and "lookups" not in from_binlog["source"]
+
+
+def test_a_remembered_term_miss_is_in_the_fact_journal(tmp_path: Path) -> None:
+    class Db:
+        live = True
+        terms: ClassVar[dict[tuple[int, int], TermInfo]] = {}
+        asked = 0
+
+        def post(self, blog_id: int, post_id: int) -> PostInfo | None:
+            return None
+
+        def term(self, blog_id: int, term_taxonomy_id: int) -> TermInfo | None:
+            Db.asked += 1
+            return self.terms.get((blog_id, term_taxonomy_id))
+
+    cp = BinlogPosition("binlog.000001", 400)
+    first = WordPressState(Db())
+    journal = FactJournal(tmp_path / "cp.json")
+    journal.attach(first)
+    journal.rewind(cp)
+    assert first.term_fact(1, 9) == (None, True) and first.term_fact(1, 9) == (None, True)
+    assert Db.asked == 1
+    journal.close()
+
+    Db.terms = {(1, 9): TermInfo(3, "category", "news", "News")}  # created since (after the re-read range)
+    again = WordPressState(Db())
+    journal = FactJournal(tmp_path / "cp.json")
+    journal.attach(again)
+    journal.rewind(cp)
+    assert again.term_fact(1, 9) == (None, True), "a re-read builds what the first pass built"
+    assert Db.asked == 1
+    again.set_term_taxonomy(1, 9, 3, "category")  # the binlog's own row replaces the miss
+    again.set_term(1, 3, "news", "News")
+    assert again.term_fact(1, 9) == (TermInfo(3, "category", "news", "News"), False)
+    journal.close()
