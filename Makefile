@@ -56,8 +56,10 @@ lint: venv
 	$(VENV)/bin/ruff check cdc tests bench examples
 	$(VENV)/bin/ruff format --check cdc tests bench examples
 
+# Two xdist workers, one per server leg (tests/conftest.py puts each leg in one xdist_group): the legs
+# mostly wait on servers, WordPress and polls, so side by side they take about as long as the slower.
 test: venv mariadb mysql wordpress kafka lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup --max-worker-restart 0
 
 unit: venv
 	$(PY) -m pytest -q tests/unit

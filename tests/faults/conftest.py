@@ -3,6 +3,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import summary_lines
 from tests.integration.conftest import Stack, make_site, site  # noqa: F401 - shared fixtures
 
 
@@ -15,7 +16,7 @@ class _Figures(list[str]):
         super().append(f"{self.server:8} {line}")
 
 
-FIGURES = _Figures()
+FIGURES = summary_lines("fault scenarios", _Figures())
 
 
 @pytest.fixture(autouse=True)

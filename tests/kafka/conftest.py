@@ -1,5 +1,11 @@
 """The Kafka-facing suite runs on Apache Kafka (see tests/conftest.py `apache_kafka`): what Tansu
-cannot prove — topic limits, missing topics, SASL/SCRAM over TLS."""
+cannot prove — topic limits, missing topics, SASL/SCRAM over TLS, checkpoints kept in Kafka.
+
+It runs on the MariaDB leg only: what it proves is the broker side (limits, topics, SCRAM, the Kafka
+checkpoint store), which reads the same events whatever server produced them; the server-specific
+parts (decoding, kill -9 and resume with file checkpoints, outages) run on both legs in
+tests/integration and tests/faults. A test here that does depend on the server names its legs itself
+with `@pytest.mark.parametrize("stack", [...], indirect=True)`."""
 
 from __future__ import annotations
 
@@ -13,6 +19,17 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from tests.conftest import BROKER_FIGURES
 from tests.integration.conftest import Site, Stack
+
+KAFKA_LEG = "mariadb"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test of this directory on the KAFKA_LEG only, unless it parametrizes `stack` itself: the
+    mark goes on before pytest parametrizes, so it takes the place of the fixture's two params."""
+    named = any("stack" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize") if m.args)
+    if "stack" in metafunc.fixturenames and not named:
+        metafunc.definition.add_marker(pytest.mark.parametrize("stack", [KAFKA_LEG], indirect=True))
 
 
 @pytest.fixture
