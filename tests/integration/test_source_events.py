@@ -46,7 +46,10 @@ def test_event_positions_are_the_servers_own(site: Site) -> None:
         src = e["source"]
         at = (src["file"], src["pos"])
         assert at in rows_events, f"{e['event_type']} at {at} is not where SHOW BINLOG EVENTS has a rows event"
-        assert e["event_id"].split(":")[1:3] == [src["file"], str(src["pos"])]
+        if site.stack.kind == "mysql":  # gtid_mode=ON, source.position auto: GTID positions, GTID ids
+            assert e["event_id"].startswith(src["gtid"] + ":")
+        else:
+            assert e["event_id"].split(":")[1:3] == [src["file"], str(src["pos"])]
     kinds = {e["event_type"]: rows_events[(e["source"]["file"], e["source"]["pos"])] for e in events}
     assert kinds["post_created"].startswith("Write_rows")
     assert kinds["post_meta_updated"].startswith("Update_rows")
@@ -109,9 +112,9 @@ def test_xa_rows_are_published_on_commit_and_never_on_rollback(site: Site) -> No
     assert "xa rolled back" not in str([r.value for r in records])
     assert "XA ROLLBACK X'" in s.output() and "2 row(s) prepared at" in s.output()
     # replay reads the same range to the same verdicts
-    assert [e["event_id"] for e in replay(site, site.start)] == sorted(
-        (r.value["event_id"] for r in records), key=lambda i: int(i.split(":")[2])
-    )
+    assert [e["event_id"] for e in replay(site, site.start)] == [
+        r.value["event_id"] for r in sorted(records, key=lambda r: (r.value["source"]["pos"], r.value["source"]["row"]))
+    ]
 
 
 def test_xa_prepared_before_a_crash_is_published_once_when_it_commits_after_it(site: Site) -> None:
@@ -184,22 +187,6 @@ def checkpoint_file_becomes(site: Site, file: str, timeout: float = 15) -> str:
         time.sleep(0.1)
 
 
-# Open (CI on 2026-12-01): once the session's MySQL has tagged GTIDs (test_mysql_decoding writes
-# them), Previous_gtids carries tags that cannot be ordered against the checkpoint's single GTID, so
-# the purged-file rule refuses to prove "no gap" and exits 4: safe, but the quiet rotation reads as a
-# gap. The fix is to keep the executed GTID set in the checkpoint (issue 14). An XPASS says the mark
-# can go.
-_rotation_legs = pytest.mark.parametrize(
-    "stack",
-    [
-        "mariadb",
-        pytest.param("mysql", marks=pytest.mark.xfail(strict=False, reason="tagged GTIDs in Previous_gtids")),
-    ],
-    indirect=True,
-)
-
-
-@_rotation_legs
 def test_a_quiet_rotation_moves_the_checkpoint_so_a_purge_is_no_gap(site: Site) -> None:
     site.set_checkpoint()
     s = site.streamer()
@@ -221,7 +208,6 @@ def test_a_quiet_rotation_moves_the_checkpoint_so_a_purge_is_no_gap(site: Site) 
     assert titles(records) == ["before the rotation", "after the purge"]
 
 
-@_rotation_legs
 def test_a_checkpoint_at_the_end_of_a_purged_file_is_no_gap_but_a_real_gap_exits_4(make_site: Any) -> None:
     site = make_site()
     site.set_checkpoint()
@@ -241,7 +227,12 @@ def test_a_checkpoint_at_the_end_of_a_purged_file_is_no_gap_but_a_real_gap_exits
     finally:
         assert s.stop() == 0, s.output()
     assert titles(records) == ["before the stop", "after the purge"]
-    assert f"no gap, continuing at {newest}:4" in s.output()
+    # File positions (MariaDB here): the next file's Gtid_list proves it. GTID positions (MySQL here,
+    # gtid_mode=ON; with tagged GTIDs in the session's binlog): the server still has every
+    # transaction after the checkpoint's executed set.
+    assert (f"no gap, continuing at {newest}:4" if site.stack.kind == "mariadb" else "no gap, continuing by GTID") in (
+        s.output()
+    )
 
     # A transaction after the checkpoint in a file that is then purged is a real gap: exit 4.
     site.insert_post("lost in the gap")
