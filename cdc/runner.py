@@ -30,9 +30,10 @@ from cdc.sink.topics import fit_to_topics
 from cdc.snapshot.reader import DatabaseChunkSource
 from cdc.snapshot.requests import CheckpointLock, RequestInbox
 from cdc.snapshot.snapshotter import SnapshotRequest, SnapshotState, Snapshotter
+from cdc.source.failover import Choice, ServerChooser
 from cdc.source.lookup import DatabaseLookup
 from cdc.source.preflight import check_server, failures
-from cdc.source.server import Server
+from cdc.source.server import GtidSet, Server
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,12 @@ def _preflight(config: Config, server: Server) -> None:
         )
 
 
-def _starting_checkpoint(config: Config, server: Server, store: CheckpointStore, source_id: int) -> Checkpoint:
+def _starting_checkpoint(
+    config: Config, server: Server, store: CheckpointStore, source_id: int, gone: PositionGoneError | None = None
+) -> Checkpoint:
+    """`gone`: the server chosen from mysql.hosts purged what the checkpoint needs (when_needed only)."""
     cp = store.load()
-    if cp is not None and cp.server_id is not None and cp.server_id != source_id:
+    if cp is not None and cp.server_id is not None and cp.server_id != source_id and not _gtid_state(cp):
         raise CheckpointError(
             f"the checkpoint in {store.where} was written for server_id {cp.server_id}, but "
             f"{config.mysql.host}:{config.mysql.port} has server_id {source_id}; binlog positions do not carry over",
@@ -85,6 +89,8 @@ def _starting_checkpoint(config: Config, server: Server, store: CheckpointStore,
         cp = store.save(Checkpoint(start, source_id, snapshot=snapshot))
         log.info("no checkpoint yet: starting at the %s of the binlog, %s", config.source.start_at, start)
     try:
+        if gone is not None:
+            raise gone
         cp = _resume(server, store, cp)
     except PositionGoneError as exc:
         if mode != "when_needed":
@@ -99,6 +105,24 @@ def _starting_checkpoint(config: Config, server: Server, store: CheckpointStore,
         )  # fmt: skip
         cp = store.save(Checkpoint(start, source_id, snapshot=SnapshotState(request).to_json()))
     return cp
+
+
+def _gtid_state(cp: Checkpoint | None) -> GtidSet | None:
+    gtid_set = getattr(cp, "gtid_set", None)
+    return GtidSet.parse(gtid_set) if gtid_set else None
+
+
+def _choose(config: Config, chooser: ServerChooser, store: CheckpointStore) -> tuple[Choice, PositionGoneError | None]:
+    """The server of mysql.hosts to start on; with snapshot.mode when_needed, a purged one rather
+    than none (with the PositionGoneError that _starting_checkpoint turns into a snapshot)."""
+    cp = store.load()
+    state, server_id = _gtid_state(cp), cp.server_id if cp is not None else None
+    try:
+        return chooser.choose(state, server_id), None
+    except PositionGoneError as exc:
+        if config.snapshot.mode != "when_needed":
+            raise
+        return chooser.choose(state, server_id, accept_purged=True), exc
 
 
 def _resume(server: Server, store: FileCheckpointStore, cp: Checkpoint) -> Checkpoint:
@@ -166,11 +190,23 @@ def _run_with(
     snapshot_progress: Callable[[Snapshotter], None] | None,
     store: CheckpointStore,
 ) -> RunStats:
+    # mysql.hosts: the first server that can serve the checkpoint; `config` then reads that one.
+    chooser = ServerChooser(config) if config.mysql.hosts else None
+    gone = None
+    if chooser is not None:
+        choice, gone = _choose(config, chooser, store)
+        config = choice.config
+        log.info(
+            "reading the binlog of %s (mysql.hosts entry %d of %d: %s)",
+            choice.name, chooser.current + 1, len(chooser.servers), choice.verdict.detail,
+            extra={"event": "source_chosen", "server": choice.name},
+        )  # fmt: skip
+    metrics.source_server(chooser.servers[chooser.current] if chooser else f"{config.mysql.host}:{config.mysql.port}")
     with Server(config) as server:
         version = server.version()
         _preflight(config, server)
         source_id = server.server_id()
-        cp = _starting_checkpoint(config, server, store, source_id)
+        cp = _starting_checkpoint(config, server, store, source_id, gone)
     log.info(
         "wpcdc %s starting: %s:%s (%s, server_id %s), from %s, to %s",
         __version__, config.mysql.host, config.mysql.port, version, source_id, cp.position,
@@ -195,8 +231,32 @@ def _run_with(
         )  # fmt: skip
     sink_box: list[Sink] = []
     broker_log = HealthLog(metrics.broker_health)
+    # Set after a source failure with mysql.hosts: the next attempt classifies the servers again and
+    # may move to another one.
+    rechoose = [False]
+
+    def move() -> None:
+        assert chooser is not None
+        rechoose[0] = False
+        current = store.load() or cp
+        before = chooser.current
+        choice = chooser.choose(_gtid_state(current), current.server_id)
+        if chooser.current == before:
+            return
+        log.warning(
+            "moving from %s to %s (%s): resuming from the checkpoint's GTID state",
+            chooser.servers[before], choice.name, choice.verdict.detail,
+            extra={"event": "source_moved", "server": choice.name, "from": chooser.servers[before]},
+        )  # fmt: skip
+        pipeline.config = choice.config
+        lookup.retarget(choice.config)
+        chunks.retarget(choice.config)
+        mapper.server_id = pipeline.source_server_id = choice.server_id
+        metrics.source_server(choice.name)
 
     def attempt() -> None:
+        if chooser is not None and rechoose[0]:
+            move()
         if not sink_box:
             sink_box.append(make_sink(config, sink_kind, broker_log))
             metrics.sink_up = True
@@ -220,6 +280,9 @@ def _run_with(
         # snapshot resumes from the checkpoint, like the stream.
         snapshotter.restore(current.snapshot)
         pipeline.forget_accepted()
+        if chooser is not None and not isinstance(exc, SinkError):
+            rechoose[0] = True
+            return  # the next attempt checks the servers (the one read last first) and resumes by GTID
         try:
             with Server(config) as server:
                 _resume(server, store, current)
