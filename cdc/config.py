@@ -242,6 +242,10 @@ class SourceConfig(_Strict):
     # Where `run` starts when there is no checkpoint yet: the current end of the binlog (like Maxwell and
     # Debezium's schema-only mode) or the oldest binlog file the server still has.
     start_at: Literal["end", "beginning"] = "end"
+    # How the checkpoint names the place to resume: `gtid` (the GTID state: resumable on any server of
+    # the replication topology, event ids from GTIDs), `file` (file and position of one server), or
+    # `auto`: gtid on MySQL with gtid_mode=ON and on MariaDB with gtid_strict_mode=ON, else file.
+    position: Literal["auto", "gtid", "file"] = "auto"
     reconnect_backoff_initial_seconds: float = Field(0.5, gt=0)
     reconnect_backoff_max_seconds: float = Field(5.0, gt=0)
     # A run that stayed connected this long was healthy: the next failure waits the initial backoff again.

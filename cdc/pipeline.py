@@ -35,6 +35,7 @@ from cdc.sink.kafka import Sink
 from cdc.snapshot.requests import RequestInbox
 from cdc.snapshot.snapshotter import Snapshotter
 from cdc.source.binlog import BinlogSource
+from cdc.source.server import GtidSet
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Pipeline:
         self._last_commit_log = time.monotonic()
         self._events_at_last_log = 0
         self._gtid: str | None = None
+        self._gtids: GtidSet | None = None  # GTID state after the last boundary read (GTID positions only)
         # Prepared XA transactions whose outcome has not been read yet, with their held rows; and the
         # same as of the last checkpoint (what a restart from that checkpoint starts with).
         self._prepared: dict[str, XAPrepared] = {}
@@ -96,13 +98,20 @@ class Pipeline:
         blocking: bool,
         stop_at: BinlogPosition | None = None,
         prepared: Sequence[PreparedRef] = (),
+        gtid_start: GtidSet | None = None,
+        mariadb: bool = False,
     ) -> None:
         """Read from `start` until the stop flag (or `stop_at`, or the end of the binlog when not
         blocking); commit what was read. `prepared`: the checkpoint's XA transactions still waiting
-        for their outcome. Raises SourceError/SinkError/LookupUnavailable on failure."""
+        for their outcome. `gtid_start`: resume by GTID from that state instead (the server finds the
+        place; `mariadb` says which protocol), and keep the state in every checkpoint. Raises
+        SourceError/SinkError/LookupUnavailable on failure."""
         self._prepared = self._load_prepared(prepared)
         self._last_saved = start
-        source = BinlogSource(self.config, start, blocking=blocking, stop_at=stop_at)
+        self._gtids = gtid_start
+        source = BinlogSource(
+            self.config, start, blocking=blocking, stop_at=stop_at, gtid_start=gtid_start, is_mariadb=mariadb
+        )
         interval = self.config.checkpoint.interval_seconds
         max_pending = self.config.checkpoint.max_pending_events
         metrics, stats, progress = self.metrics, self.stats, self.progress
@@ -125,6 +134,8 @@ class Pipeline:
                 if type(item) is TransactionEnd:
                     self._pending = item
                     self._gtid = item.gtid
+                    if self._gtids is not None:
+                        self._gtids = self._gtids.add(item.gtid)
                     stats.transactions += 1
                     metrics.source_event(item.timestamp)
                     now = time.monotonic()
@@ -354,8 +365,16 @@ class Pipeline:
             return
         snapshot = self.snapshot.to_json() if self.snapshot is not None else None
         prepared = tuple(x.ref for x in self._prepared.values())
+        gtid_set = str(self._gtids) if self._gtids is not None else None
         self.store.save(
-            Checkpoint(position, self.source_server_id, pending.gtid, snapshot=snapshot, xa_prepared=prepared)
+            Checkpoint(
+                position,
+                self.source_server_id,
+                pending.gtid,
+                snapshot=snapshot,
+                xa_prepared=prepared,
+                gtid_set=gtid_set,
+            )
         )
         if self.facts is not None:  # before anything after the checkpoint is mapped
             self.facts.reset(position)

@@ -16,7 +16,7 @@ from cdc.checkpoint.kafka import KafkaCheckpointStore
 from cdc.checkpoint.store import Checkpoint, CheckpointStore, FileCheckpointStore
 from cdc.config import Config
 from cdc.core.position import BinlogPosition
-from cdc.errors import CheckpointError, LookupUnavailable, PositionGoneError, PreflightError, SinkError
+from cdc.errors import CheckpointError, LookupUnavailable, PositionGoneError, PreflightError, SinkError, SourceError
 from cdc.mapping.mapper import Mapper
 from cdc.mapping.state import WordPressState
 from cdc.ops.http_server import ObservabilityServer
@@ -69,11 +69,19 @@ def _preflight(config: Config, server: Server) -> None:
 
 
 def _starting_checkpoint(
-    config: Config, server: Server, store: CheckpointStore, source_id: int, gone: PositionGoneError | None = None
+    config: Config,
+    server: Server,
+    store: CheckpointStore,
+    source_id: int,
+    gtid: bool = False,
+    gone: PositionGoneError | None = None,
 ) -> Checkpoint:
-    """`gone`: the server chosen from mysql.hosts purged what the checkpoint needs (when_needed only)."""
+    """The checkpoint `run` starts from (written first when there is none). `gtid` (GTID positions,
+    Server.uses_gtid): it carries the GTID state, which any server of the topology can continue.
+    `gone`: the server chosen from mysql.hosts purged what the checkpoint needs (when_needed only)."""
     cp = store.load()
-    if cp is not None and cp.server_id is not None and cp.server_id != source_id and not _gtid_state(cp):
+    by_gtid = gtid and cp is not None and cp.gtid_set is not None
+    if cp is not None and cp.server_id is not None and cp.server_id != source_id and not by_gtid:
         raise CheckpointError(
             f"the checkpoint in {store.where} was written for server_id {cp.server_id}, but "
             f"{config.mysql.host}:{config.mysql.port} has server_id {source_id}; binlog positions do not carry over",
@@ -86,12 +94,16 @@ def _starting_checkpoint(
         if mode in ("initial", "when_needed"):
             snapshot = SnapshotState(SnapshotRequest.new()).to_json()
             log.info("no checkpoint yet and snapshot.mode=%s: snapshotting every post while streaming", mode)
-        cp = store.save(Checkpoint(start, source_id, snapshot=snapshot))
+        cp = store.save(Checkpoint(start, source_id, snapshot=snapshot, gtid_set=_gtid_start(server, start, gtid)))
         log.info("no checkpoint yet: starting at the %s of the binlog, %s", config.source.start_at, start)
+    elif not gtid and cp.gtid_set is not None:
+        cp = store.save(dataclasses.replace(cp, gtid_set=None))  # file positions now: the state would go stale
     try:
         if gone is not None:
             raise gone
-        cp = _resume(server, store, cp)
+        if gtid and cp.gtid_set is None:
+            cp = _add_gtid_state(server, store, cp)
+        cp = _resume(server, store, cp, gtid)
     except PositionGoneError as exc:
         if mode != "when_needed":
             raise
@@ -103,13 +115,13 @@ def _starting_checkpoint(
             exc.problem, start, request.id,
             extra={"event": "snapshot_when_needed", "position": str(start), "snapshot_id": request.id},
         )  # fmt: skip
-        cp = store.save(Checkpoint(start, source_id, snapshot=SnapshotState(request).to_json()))
+        snapshot = SnapshotState(request).to_json()
+        cp = store.save(Checkpoint(start, source_id, snapshot=snapshot, gtid_set=_gtid_start(server, start, gtid)))
     return cp
 
 
 def _gtid_state(cp: Checkpoint | None) -> GtidSet | None:
-    gtid_set = getattr(cp, "gtid_set", None)
-    return GtidSet.parse(gtid_set) if gtid_set else None
+    return GtidSet.parse(cp.gtid_set) if cp is not None and cp.gtid_set is not None else None
 
 
 def _choose(config: Config, chooser: ServerChooser, store: CheckpointStore) -> tuple[Choice, PositionGoneError | None]:
@@ -125,9 +137,49 @@ def _choose(config: Config, chooser: ServerChooser, store: CheckpointStore) -> t
         return chooser.choose(state, server_id, accept_purged=True), exc
 
 
-def _resume(server: Server, store: FileCheckpointStore, cp: Checkpoint) -> Checkpoint:
+def _add_gtid_state(server: Server, store: CheckpointStore, cp: Checkpoint) -> Checkpoint:
+    """A file/position checkpoint (an older wpcdc, `checkpoint set`, source.position was file) gets
+    the GTID state of the binlog at its position: not the server's gtid_executed, which is the state at
+    the binlog's end. Raises PositionGoneError when the position's file is gone with something after it."""
+    position = server.resume_position(cp.position, cp.gtid)
+    state = server.gtid_state_at(position)
+    log.info(
+        "the checkpoint %s has no GTID state yet: the binlog's there is %s; resuming by GTID from now on",
+        cp.position, state or "(empty)", extra={"event": "checkpoint_gtid", "gtid_set": str(state)},
+    )  # fmt: skip
+    return store.save(dataclasses.replace(cp, position=position, gtid_set=str(state)))
+
+
+def _gtid_start(server: Server, start: BinlogPosition, gtid: bool) -> str | None:
+    """The GTID state for a new checkpoint at `start`, the binlog's end or its oldest file. At the end,
+    the executed set: resuming by GTID from it reads exactly what the server writes after it (even a
+    transaction already in the binlog but not yet in gtid_executed when asked)."""
+    if not gtid:
+        return None
+    if start.pos == 4:
+        return str(server.gtid_state_at(start))
+    return str(server.gtid_executed())
+
+
+def _resume(server: Server, store: CheckpointStore, cp: Checkpoint, gtid: bool = False) -> Checkpoint:
     """The checkpoint to start from; moved to the oldest file when its own file was purged after a
-    quiet rotation (nothing was written after it: not a gap). Raises PositionGoneError on a gap."""
+    quiet rotation (nothing was written after it: not a gap). Raises PositionGoneError on a gap. With
+    GTID positions the server's GTID history decides instead of its files (Server.gtid_resume_problem);
+    a server that lags is only warned about here: the stream waits for it (the server refuses, wpcdc
+    retries)."""
+    if gtid and cp.gtid_set is not None:
+        problem = server.gtid_resume_problem(GtidSet.parse(cp.gtid_set))
+        if isinstance(problem, PositionGoneError) or (problem is not None and problem.fatal):
+            raise problem
+        if problem is not None:
+            log.warning("%s: %s", problem.problem, problem.fix, extra={"event": "source_lags"})
+        elif cp.position.file not in server.binary_logs():
+            log.info(
+                "the checkpoint's binlog file %s is not on this server, but every transaction after the checkpoint's "
+                "GTID state is: no gap, continuing by GTID",
+                cp.position.file, extra={"event": "checkpoint_moved", "gtid_set": cp.gtid_set},
+            )  # fmt: skip
+        return cp
     position = server.resume_position(cp.position, cp.gtid)
     if position == cp.position:
         return cp
@@ -206,7 +258,9 @@ def _run_with(
         version = server.version()
         _preflight(config, server)
         source_id = server.server_id()
-        cp = _starting_checkpoint(config, server, store, source_id, gone)
+        gtid = server.uses_gtid(config.source.position)
+        mariadb = server.is_mariadb()
+        cp = _starting_checkpoint(config, server, store, source_id, gtid, gone)
     log.info(
         "wpcdc %s starting: %s:%s (%s, server_id %s), from %s, to %s",
         __version__, config.mysql.host, config.mysql.port, version, source_id, cp.position,
@@ -216,7 +270,7 @@ def _run_with(
 
     lookup = DatabaseLookup(config)
     chunks = DatabaseChunkSource(config)
-    mapper = Mapper(WordPressState(lookup), source_id, config.filters, config.mapping)
+    mapper = Mapper(WordPressState(lookup), source_id, config.filters, config.mapping, gtid_ids=gtid)
     facts = FactJournal(config.checkpoint.path)
     facts.attach(mapper.state)
     snapshotter = Snapshotter(chunks, config.snapshot.chunk_size)
@@ -263,7 +317,8 @@ def _run_with(
         pipeline.sink = sink_box[0]
         start = store.load() or cp
         facts.rewind(start.position)  # the caches as the first pass knew them there: identical re-sent events
-        pipeline.stream(start.position, blocking=True, prepared=start.xa_prepared)
+        state = GtidSet.parse(start.gtid_set) if gtid and start.gtid_set is not None else None
+        pipeline.stream(start.position, blocking=True, prepared=start.xa_prepared, gtid_start=state, mariadb=mariadb)
 
     def recover(exc: Exception) -> None:
         if isinstance(exc, SinkError):
@@ -285,9 +340,13 @@ def _run_with(
             return  # the next attempt checks the servers (the one read last first) and resumes by GTID
         try:
             with Server(config) as server:
-                _resume(server, store, current)
+                _resume(server, store, current, gtid)
         except PreflightError as err:
             log.warning("source not reachable yet: %s", err.problem)
+        except SourceError as err:
+            if err.fatal:
+                raise
+            log.warning("%s", err.problem)
 
     pipeline = Pipeline(
         config, mapper, StdoutSink(), store, metrics, stop, source_id,
@@ -401,9 +460,10 @@ def replay(
         source_id = server.server_id()
         files = server.binary_log_sizes()
         end = stop_at or server.current_position()
+        gtid = server.uses_gtid(config.source.position)  # the ids `run` gives the same changes
     bar = RangeProgress(files, start, end, sys.stderr, sys.stderr.isatty()) if show_progress else None
     lookup = DatabaseLookup(config)
-    mapper = Mapper(WordPressState(lookup), source_id, config.filters, config.mapping)
+    mapper = Mapper(WordPressState(lookup), source_id, config.filters, config.mapping, gtid_ids=gtid)
     sink = make_sink(config, sink_kind, HealthLog(metrics.broker_health))
     store = make_store(config, owner=True) if update_checkpoint else None
     pipeline = Pipeline(config, mapper, sink, store, metrics, stop, source_id, progress=bar)

@@ -19,6 +19,12 @@ from typing import Any, Protocol
 from cdc.core.changes import PreparedRef
 from cdc.core.position import BinlogPosition
 from cdc.errors import CheckpointError, ConfigError
+from cdc.source.server import GtidSet
+
+# The checkpoint's own format: 2 added `gtid_set`. Readers ignore keys they do not know, so a format-1
+# checkpoint loads here (no GTID state yet: `run` derives it from the binlog), and a format-2 one in an
+# older wpcdc (which then resumes by its file and position).
+FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +38,18 @@ class Checkpoint:
     # XA transactions prepared before `position` whose outcome (XA COMMIT/ROLLBACK) comes after it:
     # their rows are read again from the binlog on a restart and published if they commit.
     xa_prepared: tuple[PreparedRef, ...] = ()
+    # With GTID positions (source.position), the GTID state of everything before `position`: MySQL's
+    # executed GTID set with tags (`uuid:1-42,uuid:tag:1-3`), MariaDB's gtid_binlog_pos (`0-1-42,1-2-7`:
+    # the last GTID per domain). `run` resumes from it on any server of the topology; `position` and
+    # `server_id` then only say where it was read. None: file/position checkpoint.
+    gtid_set: str | None = None
 
     def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {"file": self.position.file, "pos": self.position.pos}
+        out: dict[str, object] = {"format": FORMAT, "file": self.position.file, "pos": self.position.pos}
         if self.gtid:
             out["gtid"] = self.gtid
+        if self.gtid_set is not None:
+            out["gtid_set"] = self.gtid_set
         out["server_id"] = self.server_id
         out["updated_at"] = self.updated_at
         if self.snapshot:
@@ -62,6 +75,7 @@ class Checkpoint:
                 PreparedRef(str(x["xid"]), BinlogPosition.parse(x["start"]), BinlogPosition.parse(x["end"]))
                 for x in data.get("xa_prepared") or ()
             ),
+            str(GtidSet.parse(str(data["gtid_set"]))) if data.get("gtid_set") is not None else None,
         )
 
 

@@ -24,6 +24,10 @@ class RowChange:
     # Inside a compressed transaction (MySQL TRANSACTION_PAYLOAD): the rows event's 0-based ordinal
     # among the payload's inner events; `pos` is then the payload's position. None otherwise.
     event: int | None = None
+    # The row's 0-based ordinal among the captured rows of its transaction, across rows events: with
+    # `gtid` it identifies the change on every server of a replication topology (rows events may be
+    # split or compressed differently on each server; the transaction's rows are the same).
+    txn_row: int = 0
 
 
 @dataclass(slots=True)
@@ -59,6 +63,7 @@ class UndecodableRows:
     error: str
     raw_event: bytes
     event: int | None = None  # as RowChange.event
+    txn_row: int = 0  # as RowChange.txn_row (an undecodable rows event takes one ordinal)
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,9 +79,13 @@ class Mapper:
         server_id: int,
         filters: FilterConfig | None = None,
         mapping: MappingConfig | None = None,
+        gtid_ids: bool = False,
     ) -> None:
+        """`gtid_ids` (GTID positions, source.position): event ids from the transaction's GTID and the
+        row's ordinal in it, the same on every server of the topology; else from file and position."""
         self.state = state
         self.server_id = server_id
+        self.gtid_ids = gtid_ids
         f = filters or FilterConfig()
         m = mapping or MappingConfig()
         self._excluded_types = frozenset(f.exclude_post_types)
@@ -407,7 +411,7 @@ class Mapper:
             ]
             data = {"snapshot_id": snapshot_id, "post": self._post_row(image), "meta": meta, "terms": terms}
             event = {
-                "event_id": f"{self.server_id}:snapshot:{snapshot_id}:{blog}:{post_id}",
+                "event_id": f"{self._snapshot_prefix()}:{snapshot_id}:{blog}:{post_id}",
                 "event_type": ev.POST_SNAPSHOT,
                 "schema_version": ev.SCHEMA_VERSION,
                 "occurred_at": self._occurred_at(chunk.read_at),
@@ -432,7 +436,7 @@ class Mapper:
     ) -> dict[str, Any]:
         post_id = post.row.get("ID") if isinstance(post.row.get("ID"), int) else None
         return self._dead_letter_record(
-            f"{self.server_id}:snapshot:{snapshot_id}:{chunk.blog}:{post_id}:dead_letter", chunk.read_at, chunk.blog,
+            f"{self._snapshot_prefix()}:{snapshot_id}:{chunk.blog}:{post_id}:dead_letter", chunk.read_at, chunk.blog,
             post_id, self._snapshot_source(chunk, row), f"snapshot of this post failed: {_reason(exc)}",
             "insert", None, post.row,
         )  # fmt: skip
@@ -461,11 +465,23 @@ class Mapper:
             self._ts_cache = (ts, text)
         return text
 
+    def _snapshot_prefix(self) -> str:
+        # With GTID ids no server's identity: a snapshot resumed on another server keeps its ids.
+        return "snapshot" if self.gtid_ids else f"{self.server_id}:snapshot"
+
     def _coordinates(self, c: RowChange | UndecodableRows) -> str:
         """The event-id prefix: server:file:pos, or server:file:pos.event inside a compressed transaction."""
         if c.event is None:
             return f"{self.server_id}:{c.file}:{c.pos}"
         return f"{self.server_id}:{c.file}:{c.pos}.{c.event}"
+
+    def _row_id(self, c: RowChange | UndecodableRows) -> str:
+        """The event id without its suffix. GTID ids: `gtid:txn_row` (`uuid[:tag]:gno:N`, MariaDB
+        `domain-server-seq:N`), N the row's ordinal among its transaction's captured rows. Else
+        `server_id:file:pos[.event]:row`."""
+        if self.gtid_ids and c.gtid is not None:
+            return f"{c.gtid}:{c.txn_row}"
+        return f"{self._coordinates(c)}:{c.row if type(c) is RowChange else 0}"
 
     def _source(self, c: RowChange | UndecodableRows, row: int | None = None) -> dict[str, Any]:
         src: dict[str, Any] = {
@@ -490,7 +506,7 @@ class Mapper:
         data: dict[str, Any],
         suffix: str | None = None,
     ) -> dict[str, Any]:
-        event_id = f"{self._coordinates(c)}:{c.row}"
+        event_id = self._row_id(c)
         if suffix:
             event_id += ":" + suffix
         return {
@@ -516,7 +532,9 @@ class Mapper:
         if t.gtid is not None:
             source["gtid"] = t.gtid
         return {
-            "event_id": f"{self.server_id}:{t.file}:{t.pos}:{t.index}",
+            "event_id": f"{t.gtid}:{t.index}"
+            if self.gtid_ids and t.gtid
+            else f"{self.server_id}:{t.file}:{t.pos}:{t.index}",
             "event_type": _TABLE_EVENTS[t.kind],
             "schema_version": ev.SCHEMA_VERSION,
             "occurred_at": self._occurred_at(t.timestamp),
@@ -532,7 +550,7 @@ class Mapper:
         and the raw event (base64), enough to decode it by hand or replay it after a fix."""
         return {
             "event_type": ev.DEAD_LETTER,
-            "event_id": f"{self._coordinates(u)}:0:undecodable",
+            "event_id": f"{self._row_id(u)}:undecodable",
             "schema_version": ev.SCHEMA_VERSION,
             "occurred_at": self._occurred_at(u.timestamp),
             "blog_id": u.wp.blog_id,
@@ -553,7 +571,7 @@ class Mapper:
                 post_id = image[col]
                 break
         return self._dead_letter_record(
-            f"{self._coordinates(c)}:{c.row}:dead_letter", c.timestamp, c.wp.blog_id, post_id,
+            f"{self._row_id(c)}:dead_letter", c.timestamp, c.wp.blog_id, post_id,
             self._source(c), _reason(exc), c.op, c.before, c.after,
         )  # fmt: skip
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,7 +52,7 @@ from cdc.core.tables import TableKind, TableMatcher
 from cdc.errors import PositionGoneError, SourceError
 from cdc.source import fast_decoding, mysql_events
 from cdc.source.mysql_events import PayloadError, TransactionPayloadEvent
-from cdc.source.server import open_connection
+from cdc.source.server import GtidSet, open_connection
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,51 @@ class _OneShotConnector:
         return conn
 
 
+class _Reader(BinLogStreamReader):
+    """The library's reader, with wpcdc's own dump request when starting from a GTID state.
+
+    python-mysql-replication 1.0.x encodes a MySQL GTID set without tags (it rejects them) and
+    declares a COM_BINLOG_DUMP_GTID payload 4 bytes shorter than it sends; its MariaDB dump packet
+    declares 14 bytes and sends 15 (shared/notes/binlog-pitfalls.md): a stray byte left unread on the
+    server. `gtid_start` set: this class sends correct packets. Unset: the library's file/position
+    request, which is correct."""
+
+    gtid_start: GtidSet | None = None
+
+    def _BinLogStreamReader__connect_to_stream(self) -> None:  # the library's private hook, by its mangled name
+        if self.gtid_start is None:
+            super()._BinLogStreamReader__connect_to_stream()  # type: ignore[misc]
+            return
+        conn = self.pymysql_wrapper(**self._BinLogStreamReader__connection_settings)  # type: ignore[attr-defined]
+        self._stream_connection = conn
+        self._BinLogStreamReader__use_checksum = self._BinLogStreamReader__checksum_enabled()  # type: ignore[attr-defined]
+        blocking = self._BinLogStreamReader__blocking  # type: ignore[attr-defined]
+        server_id = self._BinLogStreamReader__server_id  # type: ignore[attr-defined]
+        with conn.cursor() as cur:
+            if self._BinLogStreamReader__use_checksum:  # type: ignore[attr-defined]
+                cur.execute("SET @master_binlog_checksum = @@global.binlog_checksum")
+            if self.slave_heartbeat:
+                cur.execute("SET @master_heartbeat_period = %s", (int(self.slave_heartbeat * 1_000_000_000),))
+            cur.execute("SET @mariadb_slave_capability = 4")  # MARIA_SLAVE_CAPABILITY_GTID
+            if self.is_mariadb:
+                cur.execute("SET @slave_connect_state = %s", (str(self.gtid_start),))
+                # Strict: the server refuses a state its binlog does not continue (a lagging or
+                # diverged server) instead of starting somewhere near it.
+                cur.execute("SET @slave_gtid_strict_mode = 1")
+                cur.execute("SET @slave_gtid_ignore_duplicates = 0")
+        flags = 0 if blocking else 0x01  # BINLOG_DUMP_NON_BLOCK
+        if self.is_mariadb:
+            # COM_BINLOG_DUMP: position 4 and an empty file name; the server starts from @slave_connect_state.
+            payload = struct.pack("<BIHI", 0x12, 4, flags, server_id)
+        else:
+            data = self.gtid_start.encoded()
+            # COM_BINLOG_DUMP_GTID with BINLOG_THROUGH_GTID: no file name, position 4, the GTID set.
+            payload = struct.pack("<BHII", 0x1E, flags | 0x04, server_id, 0) + struct.pack("<QI", 4, len(data)) + data
+        conn._write_bytes(struct.pack("<I", len(payload))[:3] + b"\0" + payload)
+        conn._next_seq_id = 1
+        self._BinLogStreamReader__connected_stream = True
+
+
 def connection_settings(config: Config) -> dict[str, Any]:
     m = config.mysql
     return {
@@ -138,9 +184,16 @@ class BinlogSource:
         *,
         blocking: bool = True,
         stop_at: BinlogPosition | None = None,
+        gtid_start: GtidSet | None = None,
+        is_mariadb: bool = False,
     ) -> None:
+        """From `start`, or with `gtid_start` from the first transaction that set lacks (then `start`
+        only names the place in messages and until the server's first rotate event; `is_mariadb`
+        picks the request: MariaDB's slave_connect_state or MySQL's COM_BINLOG_DUMP_GTID)."""
         self._config = config
         self._start = start
+        self._gtid_start = gtid_start
+        self._is_mariadb = is_mariadb
         self._blocking = blocking
         self._stop_at = stop_at
         self._tables = TableMatcher(config.wordpress.table_prefix)
@@ -156,15 +209,16 @@ class BinlogSource:
 
     def _open(self) -> BinLogStreamReader:
         cfg = self._config
-        return BinLogStreamReader(
+        reader = _Reader(
             connection_settings=connection_settings(cfg),
             server_id=cfg.mysql.server_id,
             resume_stream=True,
             log_file=self._start.file,
             log_pos=self._start.pos,
             blocking=self._blocking,
-            # File/position resume works against MariaDB only with is_mariadb=False (see the notes).
-            is_mariadb=False,
+            # File/position resume works against MariaDB only with is_mariadb=False (see the notes);
+            # a GTID start goes through _Reader's own packets.
+            is_mariadb=self._gtid_start is not None and self._is_mariadb,
             only_schemas=[cfg.wordpress.database],
             only_events=[
                 WriteRowsEvent,
@@ -191,6 +245,8 @@ class BinlogSource:
             ),
             enable_logging=False,
         )
+        reader.gtid_start = self._gtid_start
+        return reader
 
     def items(self) -> Iterator[SourceItem]:
         """Row changes and boundaries from the start position; raises SourceError on any failure."""
@@ -227,6 +283,8 @@ class BinlogSource:
                     f"{self._config.mysql.server_id} ({message})",
                     "give every binlog reader its own mysql.server_id (wpcdc replay uses mysql.server_id + 1)",
                 )
+            if self._gtid_start is not None:
+                return self._gtid_refused(message)
             if "first log file" in message or "not find" in message.lower():
                 return PositionGoneError(
                     f"binlog position {self._start} is not on the server: {message}",
@@ -248,6 +306,25 @@ class BinlogSource:
             )
         return SourceError(f"binlog connection failed: {message} (error {code})")
 
+    def _gtid_refused(self, message: str) -> SourceError | PositionGoneError:
+        """The server's answer to a GTID start it cannot serve: the transactions after the state were
+        purged (a gap), or the server lacks some of the state's (it lags behind, or belongs to another
+        topology). Neither is read from a wrong place; the second is not fatal (another server of
+        mysql.hosts, or this one after it caught up, can serve the state)."""
+        state = str(self._gtid_start)
+        low = message.lower()
+        if "purged" in low or "not find gtid state" in low or "could not find" in low:
+            return PositionGoneError(
+                f"the server no longer has the binlog after the checkpoint's GTID state {state}: {message}",
+                "the transactions after it were purged; re-snapshot (snapshot.mode: when_needed does it by itself), "
+                "or `wpcdc checkpoint reset` knowing there is a gap, and raise binlog_expire_logs_seconds",
+            )
+        return SourceError(
+            f"the server cannot continue the checkpoint's GTID state {state}: {message}",
+            "the server lacks transactions the checkpoint has (it lags behind, or belongs to another replication "
+            "topology); wait for it to catch up, or point mysql.host at a server of the same topology",
+        )
+
     def _read(self, reader: BinLogStreamReader) -> Iterator[SourceItem]:
         file = self._start.file
         gtid: str | None = None
@@ -259,6 +336,9 @@ class BinlogSource:
         txn_from = self._start
         # Row items of an XA transaction, held until its XA PREPARE: its outcome is decided later.
         xa: list[RowChange | UndecodableRows] | None = None
+        # The next captured row's ordinal within its transaction (RowChange.txn_row): with the GTID,
+        # it names the row the same way on every server of the topology.
+        txn_row = 0
 
         for ev in _unpack_payloads(reader):
             if isinstance(ev, RotateEvent):
@@ -274,6 +354,7 @@ class BinlogSource:
                 continue
             if isinstance(ev, (MariadbGtidEvent, GtidEvent)):
                 gtid = ev.gtid
+                txn_row = 0
                 standalone = isinstance(ev, MariadbGtidEvent) and ev.flags & _MARIADB_GTID_STANDALONE
                 # A MariaDB GTID event opens the transaction (it replaces BEGIN); MySQL's is followed
                 # by a BEGIN query. A standalone one (DDL) is closed by its single query.
@@ -289,6 +370,7 @@ class BinlogSource:
                 xid = xid_key(ev.xid_gtrid, ev.xid_bqual, ev.xid_format_id)
                 yield XAPrepared(PreparedRef(xid, txn_from, end.next_position), end, xa or [], ev.one_phase)
                 xa = None
+                gtid, txn_row = None, 0  # a transaction without a GTID event (anonymous) must not take this one's
                 txn_from = end.next_position
                 if stop_at is not None and stop_at <= end.next_position:
                     return
@@ -327,6 +409,7 @@ class BinlogSource:
                 if outcome is None and isinstance(ev, QueryEvent) and query[:1] in "TDRA":
                     yield from self._table_changes(ev, file, gtid)
                 yield end if xid is None else XAOutcome(xid, bool(outcome), end)
+                gtid, txn_row = None, 0
                 txn_from = end.next_position
                 if stop_at is not None and stop_at <= end.next_position:
                     return
@@ -367,25 +450,29 @@ class BinlogSource:
             except Exception as exc:  # undecodable row images: dead-letter them, do not crash-loop here
                 raw = bytes(ev.packet.packet.get_all_data())
                 error = f"{type(exc).__name__}: {exc}"
-                bad = UndecodableRows(op, ev.table, wp, file, pos, ts, gtid, error, raw, inner)
+                bad = UndecodableRows(op, ev.table, wp, file, pos, ts, gtid, error, raw, inner, txn_row)
+                txn_row += 1
                 if xa is not None:
                     xa.append(bad)
                 else:
                     yield bad
                 continue
+            base = txn_row
+            txn_row += len(rows)
             if xa is not None:
-                xa.extend(_row_changes(op, ev.table, wp, rows, file, pos, ts, gtid, inner))
+                xa.extend(_row_changes(op, ev.table, wp, rows, file, pos, ts, gtid, inner, base))
             elif op == "update":
                 for i, r in enumerate(rows):
                     yield RowChange(
-                        "update", ev.table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid, inner
-                    )
+                        "update", ev.table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid, inner,
+                        base + i,
+                    )  # fmt: skip
             elif op == "insert":
                 for i, r in enumerate(rows):
-                    yield RowChange("insert", ev.table, wp, None, r["values"], file, pos, i, ts, gtid, inner)
+                    yield RowChange("insert", ev.table, wp, None, r["values"], file, pos, i, ts, gtid, inner, base + i)
             else:
                 for i, r in enumerate(rows):
-                    yield RowChange("delete", ev.table, wp, r["values"], None, file, pos, i, ts, gtid, inner)
+                    yield RowChange("delete", ev.table, wp, r["values"], None, file, pos, i, ts, gtid, inner, base + i)
 
     def _table_changes(self, ev: QueryEvent, file: str, gtid: str | None) -> Iterator[TableChange]:
         raw = getattr(ev, "schema", b"")  # the statement's default database (USE ...)
@@ -410,15 +497,17 @@ class BinlogSource:
 
 def _row_changes(
     op: str, table: str, wp: Any, rows: list[dict[str, Any]], file: str, pos: int, ts: int, gtid: str | None,
-    inner: int | None = None,
+    inner: int | None = None, base: int = 0,
 ) -> Iterator[RowChange]:  # fmt: skip
     for i, r in enumerate(rows):
         if op == "update":
-            yield RowChange(op, table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid, inner)
+            yield RowChange(
+                op, table, wp, r["before_values"], r["after_values"], file, pos, i, ts, gtid, inner, base + i
+            )
         elif op == "insert":
-            yield RowChange(op, table, wp, None, r["values"], file, pos, i, ts, gtid, inner)
+            yield RowChange(op, table, wp, None, r["values"], file, pos, i, ts, gtid, inner, base + i)
         else:
-            yield RowChange(op, table, wp, r["values"], None, file, pos, i, ts, gtid, inner)
+            yield RowChange(op, table, wp, r["values"], None, file, pos, i, ts, gtid, inner, base + i)
 
 
 def table_ddl(query: str, schema: str, database: str) -> list[tuple[str, str, str | None, str | None]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 import uuid as _uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -290,6 +291,94 @@ class Server:
         value = self.variables(name).get(name, "")
         return GtidSet.parse(value)
 
+    def gtid_purged(self) -> GtidSet:
+        """What the server no longer has in its binlog: MySQL gtid_purged; MariaDB the Gtid_list that
+        opens the oldest file (every domain's last GTID written before it)."""
+        if not self.is_mariadb():
+            return GtidSet.parse(self.variables("gtid_purged").get("gtid_purged", ""))
+        logs = self.binary_logs()
+        return self.gtid_state_at(BinlogPosition(logs[0], 4)) if logs else GtidSet()
+
+    def uses_gtid(self, mode: str) -> bool:
+        """Whether `source.position` (`auto` | `gtid` | `file`) means GTID positions on this server.
+        `auto`: MySQL with gtid_mode=ON (ON_PERMISSIVE lets anonymous transactions through, which no
+        GTID state could resume after); MariaDB with gtid_strict_mode=ON (without it a domain's seq_no
+        may go backwards or a replica may diverge, so "the last GTID per domain" need not describe what
+        was read). `gtid` insists and refuses a MySQL server without gtid_mode=ON."""
+        if mode == "file":
+            return False
+        if self.is_mariadb():
+            return mode == "gtid" or self.variables("gtid_strict_mode").get("gtid_strict_mode", "").upper() in (
+                "ON",
+                "1",
+            )
+        gtid_mode = self.variables("gtid_mode").get("gtid_mode", "OFF").upper()
+        if gtid_mode == "ON":
+            return True
+        if mode == "gtid":
+            m = self.config.mysql
+            raise PreflightError(
+                f"source.position is gtid but {m.host}:{m.port} has gtid_mode={gtid_mode}",
+                "turn GTIDs on (gtid_mode=ON, enforce_gtid_consistency=ON) or set source.position: file (or auto)",
+            )
+        return False
+
+    def gtid_resume_problem(self, state: GtidSet) -> SourceError | PositionGoneError | None:
+        """Why this server cannot continue GTID state `state` (a checkpoint's), or None when it can:
+        - it lacks transactions the state has: SourceError (not fatal: it lags and may catch up), or
+          fatal when it shares no GTID source with the state at all (another topology);
+        - it purged transactions the state lacks: PositionGoneError (a gap, the purged path).
+        Meant for choosing among several servers too: it asks, it does not stream."""
+        m = self.config.mysql
+        executed = self.gtid_executed()
+        ahead = state.missing_from(executed)
+        if ahead:
+            shared = set(state.intervals) & set(executed.intervals) or set(state.mariadb) & set(executed.mariadb)
+            foreign = not shared and not self.is_mariadb()
+            return SourceError(
+                f"{m.host}:{m.port} lacks transactions the checkpoint has already read ({ahead})"
+                + ("; it shares no GTID source with the checkpoint: another replication topology" if foreign else ""),
+                "point wpcdc at a server of the topology the checkpoint was read from"
+                if foreign
+                else "it lags behind; wpcdc waits for it (or read from a server that is up to date)",
+                fatal=foreign,
+            )
+        gone = self.gtid_purged().missing_from(state)
+        if gone:
+            return PositionGoneError(
+                f"{m.host}:{m.port} has purged transactions the checkpoint has not read yet ({gone})",
+                "re-snapshot (snapshot.mode: when_needed does it by itself), or `wpcdc checkpoint reset` knowing "
+                "there is a gap, and raise binlog_expire_logs_seconds so the binlog outlives wpcdc's downtime",
+            )
+        return None
+
+    def gtid_state_at(self, position: BinlogPosition) -> GtidSet:
+        """The GTID state of the binlog just before `position` (a transaction boundary): the set that
+        opens its file (MySQL Previous_gtids; MariaDB Gtid_list, as gtid_binlog_pos) plus the GTIDs of
+        the transactions before `position` in that file, read with SHOW BINLOG EVENTS. Not the server's
+        gtid_executed: that is the state at the end of the binlog, not at an older position."""
+        state = GtidSet()
+        at, seen = 4, -1
+        while True:
+            rows = self.query("SHOW BINLOG EVENTS IN %s FROM %s LIMIT 5000", (position.file, at))
+            for row in rows:
+                start, kind, info = int(row[1]), str(row[2]), str(row[5])
+                if start <= seen:
+                    continue  # the page overlap (each page starts at the last event of the one before)
+                seen = start
+                if kind == "Previous_gtids":
+                    state = GtidSet.parse(info)
+                elif kind == "Gtid_list":
+                    state = _gtid_list(info)
+                elif start >= position.pos and kind not in _FILE_HEADER_EVENTS:
+                    return state
+                elif kind.startswith("Gtid") and (m := _GTID_INFO.search(info)):
+                    state = state.add(m.group(1) or m.group(2))
+            if len(rows) < 5000:
+                return state
+            # From the last event's own start, not its end_log_pos: MariaDB >= 11.4 may write 0 there.
+            at = seen
+
     def grants(self) -> list[str]:
         return [str(r[0]) for r in self.query("SHOW GRANTS FOR CURRENT_USER()")]
 
@@ -379,6 +468,68 @@ class GtidSet:
         sid, tag, gno = str(_uuid.UUID(parts[0])), parts[1] if len(parts) == 3 else "", int(parts[-1])
         return any(a <= gno <= b for a, b in self.intervals.get((sid, tag), ()))
 
+    def __bool__(self) -> bool:
+        return bool(self.intervals or self.mariadb)
+
+    def add(self, gtid: str | None) -> GtidSet:
+        """This set with one more transaction: MySQL `uuid[:tag]:gno` joins its intervals; MariaDB
+        `domain-server-seq` becomes its domain's position (gtid_binlog_pos keeps the last GTID per
+        domain, whatever server wrote it). None, or anything else, changes nothing."""
+        if not gtid:
+            return self
+        m = _MARIADB_GTID.match(gtid)
+        if m:
+            mariadb = dict(self.mariadb)
+            mariadb[int(m.group(1))] = (int(m.group(2)), int(m.group(3)))
+            return GtidSet(self.intervals, mariadb)
+        parts = gtid.lower().split(":")
+        if len(parts) not in (2, 3) or not parts[-1].isdigit():
+            return self
+        key = (str(_uuid.UUID(parts[0])), parts[1] if len(parts) == 3 else "")
+        gno = int(parts[-1])
+        ivs = self.intervals.get(key, ())
+        if ivs and ivs[-1][1] + 1 == gno:  # the common case: the next transaction of the same source
+            merged = (*ivs[:-1], (ivs[-1][0], gno))
+        elif ivs and ivs[-1][0] <= gno <= ivs[-1][1]:
+            return self
+        else:
+            merged = _merge([*ivs, (gno, gno)])
+        return GtidSet({**self.intervals, key: merged}, self.mariadb)
+
+    def missing_from(self, other: GtidSet) -> GtidSet:
+        """What this set has and `other` lacks. MySQL: the set difference, tags kept. MariaDB: the
+        domains where this position is ahead of `other`'s (or that `other` lacks), with this seq_no."""
+        intervals: dict[tuple[str, str], tuple[tuple[int, int], ...]] = {}
+        for key, ivs in self.intervals.items():
+            left = _subtract(ivs, other.intervals.get(key, ()))
+            if left:
+                intervals[key] = left
+        mariadb = {
+            d: (srv, seq)
+            for d, (srv, seq) in self.mariadb.items()
+            if d not in other.mariadb or seq > other.mariadb[d][1]
+        }
+        return GtidSet(intervals, mariadb)
+
+    def encoded(self) -> bytes:
+        """The MySQL wire encoding of the set, as COM_BINLOG_DUMP_GTID carries it (sql/rpl_gtid_set.cc
+        Gtid_set::encode). Without tags: n_sids, then per uuid its 16 bytes, n_intervals and
+        [start, end) pairs, all u64 little-endian. With any tag (MySQL >= 8.3) every (uuid, tag) is an
+        entry of its own, carries its tag (length << 1 in one byte, then the bytes; 0 untagged) after
+        the uuid, and the count becomes (1 << 56) | (n << 8) | 1. python-mysql-replication 1.0.x knows
+        only the first form and rejects tags."""
+        entries = sorted(self.intervals.items(), key=lambda kv: (_uuid.UUID(kv[0][0]).bytes, kv[0][1]))
+        tagged = any(tag for (_, tag), _ in entries)
+        out = bytearray(struct.pack("<Q", (1 << 56) | (len(entries) << 8) | 1 if tagged else len(entries)))
+        for (sid, tag), ivs in entries:
+            out += _uuid.UUID(sid).bytes
+            if tagged:
+                out += bytes([len(tag) << 1]) + tag.encode("ascii")
+            out += struct.pack("<Q", len(ivs))
+            for a, b in ivs:
+                out += struct.pack("<QQ", a, b + 1)
+        return bytes(out)
+
     def __str__(self) -> str:
         """MySQL's own notation: per uuid the untagged intervals, then each tag with its intervals."""
         out: list[str] = []
@@ -393,6 +544,39 @@ class GtidSet:
             out.append(text)
         out += [f"{d}-{srv}-{seq}" for d, (srv, seq) in sorted(self.mariadb.items())]
         return ",".join(out)
+
+
+def _subtract(ivs: tuple[tuple[int, int], ...], minus: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    out: list[tuple[int, int]] = []
+    for a, b in ivs:
+        for c, d in minus:
+            if d < a or c > b:
+                continue
+            if c > a:
+                out.append((a, c - 1))
+            a = d + 1
+            if a > b:
+                break
+        if a <= b:
+            out.append((a, b))
+    return tuple(out)
+
+
+# SHOW BINLOG EVENTS' Info of a GTID event: MySQL `SET @@SESSION.GTID_NEXT= 'uuid[:tag]:n'`,
+# MariaDB `BEGIN GTID 0-1-5` (or `GTID 0-1-5` for DDL, `XA START … GTID …`).
+# What opens every binlog file, before its first transaction (Pos 4 is the format description).
+_FILE_HEADER_EVENTS = frozenset({"Format_desc", "Previous_gtids", "Gtid_list", "Binlog_checkpoint", "Start_encryption"})
+_GTID_INFO = re.compile(r"GTID_NEXT\s*=\s*'([^']+)'|GTID (\d+-\d+-\d+)")
+
+
+def _gtid_list(info: str) -> GtidSet:
+    """MariaDB's Gtid_list `[0-1-5,0-2-9,1-3-4]` as gtid_binlog_pos: per domain the GTID listed last
+    (MariaDB lists every server's last GTID of a domain, the domain's newest one last)."""
+    state = GtidSet()
+    for element in info.strip().strip("[]").split(","):
+        if _MARIADB_GTID.match(element.strip()):
+            state = state.add(element.strip())
+    return state
 
 
 def _merge(intervals: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
