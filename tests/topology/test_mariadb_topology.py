@@ -24,7 +24,8 @@ KIND = "mariadb"
 
 def _settle(topology: Topology) -> None:
     for node in topology.replica_nodes:
-        wait_caught_up(node, topology.primary)  # type: ignore[arg-type]
+        if node.proc is not None and node.proc.poll() is None:  # a killed one is checked once restarted
+            wait_caught_up(node, topology.primary)  # type: ignore[arg-type]
 
 
 def _connected(s: object, n: int = 1) -> bool:
