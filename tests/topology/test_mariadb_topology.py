@@ -14,6 +14,7 @@ from cdc.dev.topology import Topology, kill9, restart, start_sql_thread, stop_sq
 from cdc.errors import EXIT_POSITION_GONE, EXIT_SOURCE
 from tests.faults.test_outages import Writer
 from tests.integration.conftest import Stack
+from tests.integration.test_operations import enable_metrics, scrape
 from tests.topology.conftest import topology_site
 from tests.topology.failover_checks import check, wait_for
 
@@ -39,16 +40,22 @@ def test_kill9_of_the_replica_read_moves_to_the_other(
     r1, r2 = t.replica_nodes
     _settle(t)
     site = topology_site(t, broker, tmp_path, t.hosts([r1, r2]))
+    port = enable_metrics(site)
     _settle(t)
     s = site.streamer()
     wait_for(lambda: _connected(s), 60, "first connection", s)
     assert f"reading the binlog of 127.0.0.1:{r1.port}" in s.output()
+    assert scrape(port).get(f'wpcdc_source_server_info{{server="127.0.0.1:{r1.port}"}}') == 1
     writer = Writer(site).start()
     try:
         wait_for(lambda: len(writer.ids) >= 30, 30, "writes")
         kill9(r1)
         killed_at = time.monotonic()
         resume = wait_for(lambda: _connected(s, 2), 60, "reconnection to the other replica", s)
+        metrics = scrape(port)
+        assert metrics.get(f'wpcdc_source_server_info{{server="127.0.0.1:{r2.port}"}}') == 1, metrics
+        assert f'wpcdc_source_server_info{{server="127.0.0.1:{r1.port}"}}' not in metrics
+        assert metrics.get("wpcdc_source_server_moves_total") == 1
         wait_for(lambda: len(writer.ids) >= 150, 60, "more writes")
     finally:
         writer.stop()
