@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from cdc.errors import ConfigError
 
@@ -42,8 +42,9 @@ class MySQLConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(3306, ge=1, le=65535)
     # Several servers of one replication topology, "host:port" each; when set it replaces host/port
-    # (user, password and TLS settings are shared). wpcdc reads the first healthy one and moves to the
-    # next when it fails, resuming from the checkpoint's GTID state (README "Several servers").
+    # (user, password and TLS settings are shared). `run` reads the first healthy one and moves to the
+    # next when it fails, resuming from the checkpoint's GTID state (README "Several servers"); the
+    # other commands use the first entry.
     hosts: list[str] = Field(default_factory=list)
     user: str = "wpcdc"
     password: SecretStr | None = None
@@ -100,6 +101,21 @@ class MySQLConfig(_Strict):
             host, port = _split_host_port(entry)
             out.append((host, int(port or 0)))
         return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_host_is_host(cls, data: object) -> object:
+        """With mysql.hosts, mysql.host/port are its first entry: what the other commands (check,
+        replay, checkpoint set, snapshot) connect to. `run` reads whichever entry serves."""
+        hosts = data.get("hosts") if isinstance(data, dict) else None
+        first = (
+            hosts.split(",")[0] if isinstance(hosts, str) else hosts[0] if isinstance(hosts, list) and hosts else None
+        )
+        if isinstance(first, str):
+            host, port = _split_host_port(first.strip())
+            if host and port and port.isdigit():
+                return {**data, "host": host, "port": int(port)}  # type: ignore[dict-item]
+        return data
 
     @field_validator("hosts", mode="before")
     @classmethod

@@ -197,6 +197,7 @@ def test_checkpoint_store_and_its_kafka_key() -> None:
 def test_mysql_hosts_replace_host_and_port() -> None:
     cfg = parse_config({"mysql": {"host": "ignored", "hosts": "replica1:3306, [::1]:3307,primary.example:3308"}})
     assert cfg.mysql.servers() == [("replica1", 3306), ("::1", 3307), ("primary.example", 3308)]
+    assert (cfg.mysql.host, cfg.mysql.port) == ("replica1", 3306)  # check, replay, checkpoint set use it
     assert parse_config({}).mysql.servers() == [("127.0.0.1", 3306)]
     # The checkpoint belongs to the topology: its Kafka key does not follow the server being read.
     moved = cfg.for_server("primary.example", 3308)
