@@ -141,6 +141,43 @@ def test_lagging_replica_is_skipped(mariadb_topology: Topology, broker: Tansu, t
     assert figures == {**figures, "lost": 0, "split_ids": 0, "disorder": 0}
 
 
+def test_lagging_replica_is_waited_for_slow(mariadb_topology: Topology, broker: Tansu, tmp_path: Path) -> None:
+    """Only two replicas listed: the one read dies while the other lags. wpcdc reads neither (it
+    retries with backoff) until the lagging one has caught up, then moves there."""
+    t = mariadb_topology
+    first, lagging = t.replica_nodes
+    _settle(t)
+    site = topology_site(t, broker, tmp_path, t.hosts([first, lagging]))
+    _settle(t)
+    s = site.streamer()
+    wait_for(lambda: _connected(s), 60, "first connection", s)
+    stop_sql_thread(lagging)
+    writer = Writer(site).start()
+    try:
+        wait_for(lambda: len(writer.ids) >= 40, 30, "writes")
+        wait_for(lambda: '"gtid_set"' in site.checkpoint_path.read_text(), 30, "a GTID checkpoint", s)
+        time.sleep(1)
+        kill9(first)
+        wait_for(lambda: f"skipping 127.0.0.1:{lagging.port}: lagging" in s.output(), 60, "the lagging verdict", s)
+        time.sleep(2)  # still lagging: wpcdc must keep waiting, not read it
+        assert not _connected(s, 2), s.output()[-3000:]
+        start_sql_thread(lagging)
+        resume = wait_for(lambda: _connected(s, 2), 60, "reconnection once it caught up", s)
+        wait_for(lambda: len(writer.ids) >= 120, 60, "more writes")
+    finally:
+        writer.stop()
+    out = s.output()
+    assert f"moving from 127.0.0.1:{first.port} to 127.0.0.1:{lagging.port}" in out, out[-3000:]
+    restart(first)
+    _settle(t)
+    records = site.consume(expect=len(writer.ids) + writer.meta, idle=2.0, timeout=90)
+    assert s.stop() == 0, s.output()[-3000:]
+    figures = check(
+        "lagging replica waited for (resumed: from its SQL thread restart)", KIND, site, t.primary.root, records, resume
+    )  # type: ignore[union-attr]
+    assert figures == {**figures, "lost": 0, "split_ids": 0, "disorder": 0}
+
+
 def test_server_of_another_topology_is_refused(mariadb_topology: Topology, broker: Tansu, tmp_path: Path) -> None:
     t = mariadb_topology
     replica = t.replica_nodes[0]
