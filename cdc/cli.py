@@ -354,7 +354,7 @@ def check(config_path: Path, offline: bool) -> None:
     from cdc.sink.kafka import probe_kafka
     from cdc.sink.topics import fit_to_topics
     from cdc.source.preflight import Finding, check_server, failures
-    from cdc.source.server import Server
+    from cdc.source.server import GtidSet, Server
 
     findings: list[Finding] = [Finding(True, "configuration", str(config_path))]
     with Server(config) as server:
@@ -368,6 +368,13 @@ def check(config_path: Path, offline: bool) -> None:
                 findings.append(Finding(False, "binlog files", "none: binary logging is off (see log_bin)"))
             if cp is None:
                 findings.append(Finding(True, "checkpoint", f"none yet; run starts at the {config.source.start_at}"))
+            elif cp.gtid_set is not None and server.uses_gtid(config.source.position):
+                problem = server.gtid_resume_problem(GtidSet.parse(cp.gtid_set))
+                if problem is not None:
+                    raise problem
+                findings.append(
+                    Finding(True, "checkpoint", f"GTID state {cp.gtid_set or '(empty)'}: the server continues it")
+                )
             else:
                 resumed = server.resume_position(cp.position, cp.gtid)
                 where = "is on the server"

@@ -5,7 +5,9 @@
 Shows the two rules a consumer needs:
 - De-duplicate: after a crash wpcdc may re-send events (same event_id). Events of one post arrive in
   binlog order on one partition, so remembering the binlog coordinate of the last event applied to
-  each post is enough: anything not after it is a duplicate.
+  each post is enough: anything not after it is a duplicate. Coordinates are one server's: after wpcdc
+  moved to another server (GTID positions, event ids from GTIDs) they do not compare, so the post's
+  recent event ids decide there.
 - Evolve: read `schema_version`; within a version fields are only added, so ignore what you do not
   know; refuse (or route elsewhere) a version you were not written for.
 - Snapshot: a `post_snapshot` replaces everything known about the post (row, meta, terms). Its
@@ -23,14 +25,18 @@ from kafka import KafkaConsumer, TopicPartition
 
 SUPPORTED_SCHEMA_VERSION = 2
 _SUFFIX_RANK = {"": 0, "lifecycle": 1, "removed": 1, "added": 2}
+_RECENT_IDS = 64  # per post: more than one transaction re-sent after a crash ever holds for one post
 
 
-def coordinate(event: dict[str, Any]) -> tuple[str, int, int, int]:
-    """Orders the events of one post: binlog file, position, row, then the suffix of the event id."""
+def coordinate(event: dict[str, Any]) -> tuple[int, str, int, int, int]:
+    """Orders the events of one post read from one server: server, binlog file, position, row, then the
+    suffix of the event id (its last part when not a number, whatever the id's format)."""
     src = event["source"]
     base, _, ext = src["file"].rpartition(".")
-    suffix = event["event_id"].split(":")[4] if event["event_id"].count(":") >= 4 else ""
+    last = event["event_id"].rsplit(":", 1)[-1]
+    suffix = "" if last.isdigit() else last
     return (
+        src["server_id"],
         f"{base}.{int(ext):012d}" if ext.isdigit() else src["file"],
         src["pos"],
         src["row"],
@@ -41,7 +47,7 @@ def coordinate(event: dict[str, Any]) -> tuple[str, int, int, int]:
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS posts (
   blog_id INTEGER, post_id INTEGER, post_type TEXT, status TEXT, title TEXT, deleted INTEGER DEFAULT 0,
-  meta TEXT DEFAULT '{}', terms TEXT DEFAULT '{}', last_coordinate TEXT,
+  meta TEXT DEFAULT '{}', terms TEXT DEFAULT '{}', last_coordinate TEXT, recent_ids TEXT DEFAULT '[]',
   PRIMARY KEY (blog_id, post_id)
 );
 """
@@ -63,14 +69,16 @@ class PostState:
             return False
         key = (event["blog_id"], event["post_id"])
         row = self.db.execute(
-            "SELECT last_coordinate, meta, terms FROM posts WHERE blog_id = ? AND post_id = ?", key
+            "SELECT last_coordinate, meta, terms, recent_ids FROM posts WHERE blog_id = ? AND post_id = ?", key
         ).fetchone()
         coord = coordinate(event)
-        if row and row[0] and tuple(json.loads(row[0])) >= coord:
-            return False  # already applied
+        if row and event["event_id"] in json.loads(row[3]):
+            return False  # already applied (read from this server or another one)
+        if row and row[0] and (last := tuple(json.loads(row[0])))[0] == coord[0] and last >= coord:
+            return False  # already applied (same server: its coordinates compare)
         if not row:
             self.db.execute("INSERT INTO posts (blog_id, post_id) VALUES (?, ?)", key)
-            row = (None, "{}", "{}")
+            row = (None, "{}", "{}", "[]")
         meta, terms = json.loads(row[1]), json.loads(row[2])
         data, kind = event["data"], event["event_type"]
         if kind in ("post_created", "post_updated"):
@@ -100,9 +108,13 @@ class PostState:
             terms.pop(str(data["term_taxonomy_id"]), None)
         # Lifecycle events (post_published, …) carry no state beyond the post_updated before them.
         self.db.execute(
-            "UPDATE posts SET meta = ?, terms = ?, last_coordinate = ? WHERE blog_id = ? AND post_id = ?",
-            (json.dumps(meta), json.dumps(terms), json.dumps(coord), *key),
-        )
+            "UPDATE posts SET meta = ?, terms = ?, last_coordinate = ?, recent_ids = ? "
+            "WHERE blog_id = ? AND post_id = ?",
+            (
+                json.dumps(meta), json.dumps(terms), json.dumps(coord),
+                json.dumps([*json.loads(row[3]), event["event_id"]][-_RECENT_IDS:]), *key,
+            ),
+        )  # fmt: skip
         return True
 
     def commit(self) -> None:

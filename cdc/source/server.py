@@ -346,7 +346,7 @@ class Server:
         gone = self.gtid_purged().missing_from(state)
         if gone:
             return PositionGoneError(
-                f"{m.host}:{m.port} has purged transactions the checkpoint has not read yet ({gone})",
+                f"{m.host}:{m.port} no longer has transactions the checkpoint has not read yet (purged: {gone})",
                 "re-snapshot (snapshot.mode: when_needed does it by itself), or `wpcdc checkpoint reset` knowing "
                 "there is a gap, and raise binlog_expire_logs_seconds so the binlog outlives wpcdc's downtime",
             )
