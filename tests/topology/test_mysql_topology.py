@@ -1,6 +1,6 @@
 """Failover on a real Oracle MySQL topology: a primary and a replica (gtid_mode=ON,
 SOURCE_AUTO_POSITION=1), a writer on the primary, wpcdc reading the servers listed in mysql.hosts.
-Lagging and foreign servers are covered on MariaDB (three servers) and, for MySQL's GTID sets, by
+A lagging server is covered on MariaDB (three servers) and, for MySQL's GTID sets, by
 tests/unit/test_failover_classify.py."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from cdc.dev.mysql import MySQL
 from cdc.dev.stack import Tansu
 from cdc.dev.topology import Topology, kill9, restart, wait_caught_up
-from cdc.errors import EXIT_POSITION_GONE
+from cdc.errors import EXIT_POSITION_GONE, EXIT_SOURCE
 from tests.faults.test_outages import Writer
 from tests.integration.conftest import Stack, Streamer
 from tests.topology.conftest import FIGURES, topology_site
@@ -126,3 +127,29 @@ def test_purged_gtids_exit_4_slow(mysql_topology: Topology, broker: Tansu, tmp_p
     assert code == EXIT_POSITION_GONE, out[-3000:]
     assert "purged binlogs the checkpoint still needs" in out and "Traceback" not in out
     FIGURES.append(f"{KIND:8} [purged GTIDs] exit {code} {time.monotonic() - started:.1f}s after start, the fix named")
+
+
+def test_server_of_another_topology_is_refused_slow(mysql_topology: Topology, broker: Tansu, tmp_path: Path) -> None:
+    """A standalone MySQL (its own server_uuid, no GTID of the topology's) listed before the replica."""
+    t = mysql_topology
+    (replica,) = t.replica_nodes
+    foreign = MySQL(tmp_path / "foreign", server_id=991).start()
+    try:
+        site = topology_site(t, broker, tmp_path, t.hosts([replica]))
+        _settle(t)
+        s = site.streamer()
+        wait_for(lambda: _connected(s), 60, "first connection", s)
+        site.insert_post("before the mistake")
+        wait_for(lambda: '"gtid_set"' in site.checkpoint_path.read_text(), 30, "a GTID checkpoint", s)
+        assert s.stop() == 0
+        site.config["mysql"]["hosts"] = [f"127.0.0.1:{foreign.port}", f"127.0.0.1:{replica.port}"]
+        site.write_config()
+        refused = site.streamer()
+        code = refused.wait(60)
+        out = refused.output()
+        assert code == EXIT_SOURCE, out[-3000:]
+        assert f"127.0.0.1:{foreign.port} (listed in mysql.hosts) belongs to another replication topology" in out
+        assert f"remove 127.0.0.1:{foreign.port} from mysql.hosts" in out and "Traceback" not in out
+        FIGURES.append(f"{KIND:8} [another topology] refused with exit {code}: the server and the fix named")
+    finally:
+        foreign.stop()
