@@ -297,6 +297,8 @@ def _run_with(
         choice = chooser.choose(_gtid_state(current), current.server_id)
         if chooser.current == before:
             return
+        with Server(choice.config) as server:  # the settings `run` checked at start, on this server too
+            _preflight(choice.config, server)
         log.warning(
             "moving from %s to %s (%s): resuming from the checkpoint's GTID state",
             chooser.servers[before], choice.name, choice.verdict.detail,
