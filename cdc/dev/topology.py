@@ -144,6 +144,28 @@ def restart(server: Node) -> None:
     server.start()
 
 
+def purge_binlogs(server: Node, timeout: float = 60.0) -> str:
+    """Rotate, then purge every binlog file but the new one; returns its name. Retried until the
+    server has really let go of the older files: MariaDB keeps a file while its transactions may still
+    be needed for crash recovery (the binlog checkpoint follows InnoDB's redo flush, about once a
+    second with innodb_flush_log_at_trx_commit=2) or while a dump thread still reads it."""
+    status = "SHOW MASTER STATUS" if server.kind == "mariadb" else "SHOW BINARY LOG STATUS"
+    with server.root() as conn, conn.cursor() as cur:
+        cur.execute("FLUSH BINARY LOGS")
+        cur.execute(status)
+        newest = str(cur.fetchone()[0])
+        deadline = time.monotonic() + timeout
+        while True:
+            cur.execute(f"PURGE BINARY LOGS TO '{newest}'")
+            cur.execute("SHOW BINARY LOGS")
+            left = [str(r[0]) for r in cur.fetchall()]
+            if left == [newest]:
+                return newest
+            if time.monotonic() > deadline:
+                raise DevStackError(f"server on {server.port} keeps {left} after PURGE BINARY LOGS TO {newest!r}")
+            time.sleep(0.2)
+
+
 def stop_sql_thread(replica: Node) -> None:
     """The replica keeps receiving but stops applying: it lags, and lags more with every write."""
     with replica.root() as conn, conn.cursor() as cur:

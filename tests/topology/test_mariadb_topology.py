@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cdc.dev.stack import MariaDB, Tansu
-from cdc.dev.topology import Topology, kill9, restart, start_sql_thread, stop_sql_thread, wait_caught_up
+from cdc.dev.topology import Topology, kill9, purge_binlogs, restart, start_sql_thread, stop_sql_thread, wait_caught_up
 from cdc.errors import EXIT_POSITION_GONE, EXIT_SOURCE
 from tests.faults.test_outages import Writer
 from tests.integration.conftest import Stack
@@ -226,11 +226,7 @@ def test_purged_gtids_take_the_purged_path(mariadb_topology: Topology, broker: T
     assert s.stop() == 0
     gap = site.insert_post("in the purged gap")
     _settle(t)
-    with replica.root() as conn, conn.cursor() as cur:
-        cur.execute("FLUSH BINARY LOGS")
-        cur.execute("SHOW MASTER STATUS")
-        newest = cur.fetchone()[0]
-        cur.execute(f"PURGE BINARY LOGS TO '{newest}'")
+    purge_binlogs(replica)
     gone = site.streamer()
     code = gone.wait(60)
     assert code == EXIT_POSITION_GONE, gone.output()[-3000:]

@@ -12,7 +12,7 @@ import pytest
 
 from cdc.dev.mysql import MySQL
 from cdc.dev.stack import Tansu
-from cdc.dev.topology import Topology, kill9, restart, wait_caught_up
+from cdc.dev.topology import Topology, kill9, purge_binlogs, restart, wait_caught_up
 from cdc.errors import EXIT_POSITION_GONE, EXIT_SOURCE
 from tests.faults.test_outages import Writer
 from tests.integration.conftest import Stack, Streamer
@@ -115,11 +115,7 @@ def test_purged_gtids_exit_4_slow(mysql_topology: Topology, broker: Tansu, tmp_p
     assert s.stop() == 0
     site.insert_post("in the purged gap")
     _settle(t)
-    with replica.root() as conn, conn.cursor() as cur:
-        cur.execute("FLUSH BINARY LOGS")
-        cur.execute("SHOW BINARY LOG STATUS")
-        newest = cur.fetchone()[0]
-        cur.execute(f"PURGE BINARY LOGS TO '{newest}'")
+    purge_binlogs(replica)
     started = time.monotonic()
     gone = site.streamer()
     code = gone.wait(60)
