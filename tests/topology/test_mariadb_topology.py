@@ -33,7 +33,7 @@ def _connected(s: object, n: int = 1) -> bool:
     return s.output().count("connected to the binlog") >= n  # type: ignore[attr-defined]
 
 
-def test_kill9_of_the_replica_read_moves_to_the_other(
+def test_kill9_of_the_replica_read_moves_to_the_other_slow(
     mariadb_topology: Topology, broker: Tansu, tmp_path: Path
 ) -> None:
     t = mariadb_topology
@@ -71,7 +71,7 @@ def test_kill9_of_the_replica_read_moves_to_the_other(
     wait_caught_up(r1, t.primary)  # type: ignore[arg-type]
 
 
-def test_switch_of_primary_is_followed(mariadb_topology: Topology, broker: Tansu, tmp_path: Path) -> None:
+def test_switch_of_primary_is_followed_slow(mariadb_topology: Topology, broker: Tansu, tmp_path: Path) -> None:
     """The writer moves to a promoted replica; then the replica wpcdc reads dies too: wpcdc goes on
     reading the new primary, whose GTIDs carry another server id."""
     t = mariadb_topology
@@ -210,7 +210,7 @@ def test_server_of_another_topology_is_refused(mariadb_topology: Topology, broke
         foreign.stop()
 
 
-def test_purged_gtids_take_the_purged_path(mariadb_topology: Topology, broker: Tansu, tmp_path: Path) -> None:
+def test_purged_gtids_take_the_purged_path_slow(mariadb_topology: Topology, broker: Tansu, tmp_path: Path) -> None:
     """The only server listed purged the binlog after the checkpoint: exit 4 with the fix; with
     snapshot.mode when_needed, streaming goes on from the end and a snapshot covers the gap."""
     t = mariadb_topology

@@ -64,7 +64,7 @@ def test_kill9_of_the_replica_read_moves_to_the_primary(
     _settle(t)
 
 
-def test_switch_of_primary_is_followed(mysql_topology: Topology, broker: Tansu, tmp_path: Path) -> None:
+def test_switch_of_primary_is_followed_slow(mysql_topology: Topology, broker: Tansu, tmp_path: Path) -> None:
     """wpcdc reads the primary; the replica is promoted and the writer moves there; the old primary
     (now a replica of the new one) dies: wpcdc reads the new primary, whose GTIDs have another UUID."""
     t = mysql_topology
