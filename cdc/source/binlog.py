@@ -141,7 +141,10 @@ class _Reader(BinLogStreamReader):
             if self._BinLogStreamReader__use_checksum:  # type: ignore[attr-defined]
                 cur.execute("SET @master_binlog_checksum = @@global.binlog_checksum")
             if self.slave_heartbeat:
-                cur.execute("SET @master_heartbeat_period = %s", (int(self.slave_heartbeat * 1_000_000_000),))
+                # As the library does: under half the read timeout, or the stream would time out first.
+                net_timeout = float(self._BinLogStreamReader__connection_settings.get("read_timeout") or 4294967)  # type: ignore[attr-defined]
+                period = min(net_timeout / 2.0, float(self.slave_heartbeat), 4294967.0)
+                cur.execute("SET @master_heartbeat_period = %s", (int(period * 1_000_000_000),))
             cur.execute("SET @mariadb_slave_capability = 4")  # MARIA_SLAVE_CAPABILITY_GTID
             if self.is_mariadb:
                 cur.execute("SET @slave_connect_state = %s", (str(self.gtid_start),))

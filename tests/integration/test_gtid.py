@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -109,6 +110,7 @@ def test_kill_9_under_writes_then_a_gtid_resume_loses_nothing_and_resends_only_a
                     (title,),
                 )
                 written.append(title)
+                time.sleep(0.005)  # pacing, so that the kill lands while transactions keep coming
         done.set()
 
     s = site.streamer()
@@ -118,20 +120,60 @@ def test_kill_9_under_writes_then_a_gtid_resume_loses_nothing_and_resends_only_a
         site.consume(expect=60, idle=0.2)
     finally:
         s.stop(signal.SIGKILL)
+    written_at_kill = len(written)
     # What the checkpoint holds at the kill: no transaction in it may come out a second time.
     at_kill = GtidSet.parse(_bogus_position(site)["gtid_set"])
     writer.join(60)
     assert done.is_set() and len(written) == total
     s = site.streamer()
     try:
-        records = site.consume(expect=total, idle=1.0, timeout=120)
+        site.insert_post("after the restart")  # read by the second run: its arrival says that run is through
+        deadline = time.monotonic() + 120
+        while "after the restart" not in _by_title(records := site.consume(idle=0.5)):
+            assert time.monotonic() < deadline and s.proc.poll() is None, s.output()
     finally:
         assert s.stop() == 0, s.output()
     titles = _by_title(records)
+    assert titles.pop("after the restart")
     assert sorted(titles) == sorted(written), f"lost: {sorted(set(written) - set(titles))[:10]}"
     resent = {t: c for t, c in titles.items() if len(c) > 1}
     for title, copies in resent.items():
         assert len({c.value["event_id"] for c in copies}) == 1 and len({c.raw for c in copies}) == 1, title
         assert copies[0].value["source"]["gtid"] not in at_kill, f"{title} was in the checkpoint's state yet re-sent"
-    print(f"\n[{site.stack.kind}] kill -9 at {len(at_kill.intervals) or len(at_kill.mariadb)} source(s): "
-          f"{len(written)} posts, 0 lost, {len(resent)} re-sent with identical ids (after the checkpoint)")  # fmt: skip
+    in_state = sum(1 for copies in titles.values() if copies[0].value["source"]["gtid"] in at_kill)
+    assert written_at_kill < total, "the kill should land while the writer is still writing"
+    print(f"\n[{site.stack.kind}] kill -9 with {written_at_kill} of {total} posts written, {in_state} in the "
+          f"checkpoint's GTID state: 0 lost, {len(resent)} re-sent, all with identical ids and bytes")  # fmt: skip
+
+
+def test_a_server_that_lags_belongs_elsewhere_or_purged_the_states_future_is_named(site: Site) -> None:
+    """Server.gtid_resume_problem, which `run` (and a choice among several servers) asks before reading."""
+    from cdc.config import parse_config
+    from cdc.dev.stack import MYSQL_PASSWORD
+    from cdc.errors import PositionGoneError, SourceError
+    from cdc.source.server import Server
+    from tests.integration.test_source_events import rotate_and_purge
+
+    rotate_and_purge(site)
+    config = parse_config({**site.config, "mysql": {**site.config["mysql"], "password": MYSQL_PASSWORD}})
+    with Server(config) as server:
+        executed = server.gtid_executed()
+        assert server.gtid_resume_problem(executed) is None
+        if server.is_mariadb():
+            domain, (srv, seq) = next(iter(executed.mariadb.items()))
+            ahead = executed.add(f"{domain}-{srv}-{seq + 1000}")
+        else:
+            (sid, tag), ivs = next(iter(executed.intervals.items()))
+            ahead = executed.add(f"{sid}:{tag + ':' if tag else ''}{ivs[-1][1] + 1000}")
+        lags = server.gtid_resume_problem(ahead)
+        assert isinstance(lags, SourceError) and not lags.fatal and "lacks transactions" in lags.problem
+        if not server.is_mariadb():
+            foreign = server.gtid_resume_problem(GtidSet.parse("0b9a1e4c-0000-4000-8000-000000000001:1-5"))
+            assert (
+                isinstance(foreign, SourceError) and foreign.fatal and "another replication topology" in foreign.problem
+            )
+        # The empty state needs everything since the first transaction; the first file was purged long ago.
+        gone = server.gtid_resume_problem(GtidSet())
+        assert isinstance(gone, PositionGoneError) and "no longer has" in gone.problem
+        # The binlog's own state at the end of the newest file is the executed set.
+        assert server.gtid_state_at(server.current_position()) == executed
