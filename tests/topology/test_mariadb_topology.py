@@ -4,6 +4,7 @@ prints its figures (the summary's "failover scenarios" section)."""
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from tests.topology.conftest import topology_site
 from tests.topology.failover_checks import check, wait_for
 
 pytestmark = pytest.mark.integration
+
+# Checkpoints 3 s apart: a wpcdc killed with its source re-reads the transactions after the last
+# one from the other server, so the run has duplicates, and they must carry the ids the first read gave.
+SPARSE = {"interval_seconds": 3, "max_pending_events": 100_000}
 
 KIND = "mariadb"
 
@@ -67,6 +72,41 @@ def test_kill9_of_the_replica_read_moves_to_the_other_slow(
     figures = check("kill -9 of the replica read", KIND, site, t.primary.root, records, resume)  # type: ignore[union-attr]
     assert figures == {**figures, "lost": 0, "split_ids": 0, "disorder": 0}
     assert time.monotonic() - killed_at < 600
+    restart(r1)
+    wait_caught_up(r1, t.primary)  # type: ignore[arg-type]
+
+
+def test_kill9_of_wpcdc_and_its_replica_rereads_from_the_other_with_the_same_ids_slow(
+    mariadb_topology: Topology, broker: Tansu, tmp_path: Path
+) -> None:
+    """wpcdc and the replica it reads die together (one host lost); restarted, wpcdc starts from its
+    last checkpoint on the other replica: what it publishes again has the ids it had."""
+    t = mariadb_topology
+    r1, r2 = t.replica_nodes
+    _settle(t)
+    site = topology_site(t, broker, tmp_path, t.hosts([r1, r2]), checkpoint=SPARSE)
+    _settle(t)
+    s = site.streamer()
+    wait_for(lambda: _connected(s), 60, "first connection", s)
+    writer = Writer(site).start()
+    try:
+        wait_for(lambda: len(writer.ids) >= 60, 30, "writes")
+        s.stop(signal.SIGKILL)
+        kill9(r1)
+        killed_at = time.monotonic()
+        again = site.streamer()
+        wait_for(lambda: _connected(again), 60, "the restarted wpcdc connected", again)
+        resume = time.monotonic() - killed_at
+        wait_for(lambda: len(writer.ids) >= 150, 60, "more writes")
+    finally:
+        writer.stop()
+    _settle(t)
+    records = site.consume(expect=len(writer.ids) + writer.meta, idle=2.0, timeout=90)
+    out = again.output()
+    assert again.stop() == 0, out[-3000:]
+    assert f"reading the binlog of 127.0.0.1:{r2.port}" in out, out[-3000:]
+    figures = check("kill -9 of wpcdc and its replica, restarted", KIND, site, t.primary.root, records, resume)  # type: ignore[union-attr]
+    assert figures == {**figures, "lost": 0, "split_ids": 0, "disorder": 0}
     restart(r1)
     wait_caught_up(r1, t.primary)  # type: ignore[arg-type]
 
