@@ -247,7 +247,12 @@ class ServerChooser:
                 waiting = True
                 continue
             except (PreflightError, pymysql.err.MySQLError) as exc:
-                seen.append(f"{name}: refused ({exc.problem if isinstance(exc, PreflightError) else exc})")
+                why = exc.problem if isinstance(exc, PreflightError) else str(exc)
+                log.warning(
+                    "skipping %s: refused (%s)", name, why,
+                    extra={"event": "source_skipped", "server": name, "verdict": "refused"},
+                )  # fmt: skip
+                seen.append(f"{name}: refused ({why})")
                 waiting = True
                 continue
             if verdict.verdict is Verdict.OK or (accept_purged and verdict.verdict is Verdict.PURGED):
