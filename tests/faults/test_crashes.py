@@ -251,12 +251,18 @@ def test_kill_9_twenty_times_under_load(site: Site) -> None:
 def test_sigterm_under_heavy_writes_exits_0_quickly_at_an_acked_boundary(site: Site) -> None:
     site.set_checkpoint()
     s = site.streamer()
-    initial = site.checkpoint_path.read_text()
+
+    def where() -> tuple[str, int]:
+        cp = json.loads(site.checkpoint_path.read_text())
+        return cp["file"], cp["pos"]
+
+    initial = where()
     writer = Writer(site, every=0.0).start()
     # Under load the streamer can take seconds to start: SIGTERM it only once it streams (its
-    # checkpoint moved), else the signal lands before its handler exists.
+    # checkpoint's position moved: with GTID positions `run` first adds the GTID state, at the same
+    # position), else the signal lands before its handler exists.
     deadline = time.monotonic() + 60
-    while site.checkpoint_path.read_text() == initial and time.monotonic() < deadline:
+    while where() == initial and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(2)
     began = time.monotonic()
