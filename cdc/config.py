@@ -41,6 +41,11 @@ class _Strict(BaseModel):
 class MySQLConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(3306, ge=1, le=65535)
+    # Several servers of one replication topology, "host:port" each; when set it replaces host/port
+    # (user, password and TLS settings are shared). `run` reads the first healthy one and moves to the
+    # next when it fails, resuming from the checkpoint's GTID state (README "Several servers"); the
+    # other commands use the first entry.
+    hosts: list[str] = Field(default_factory=list)
     user: str = "wpcdc"
     password: SecretStr | None = None
     password_file: Path | None = None
@@ -86,6 +91,51 @@ class MySQLConfig(_Strict):
 
     def stall_seconds(self) -> float:
         return self.heartbeat_seconds * self.stall_heartbeats
+
+    def servers(self) -> list[tuple[str, int]]:
+        """The servers wpcdc may read, in order: mysql.hosts, or mysql.host/mysql.port."""
+        if not self.hosts:
+            return [(self.host, self.port)]
+        out = []
+        for entry in self.hosts:
+            host, port = _split_host_port(entry)
+            out.append((host, int(port or 0)))
+        return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_host_is_host(cls, data: object) -> object:
+        """With mysql.hosts, mysql.host/port are its first entry: what the other commands (check,
+        replay, checkpoint set, snapshot) connect to. `run` reads whichever entry serves."""
+        hosts = data.get("hosts") if isinstance(data, dict) else None
+        first = (
+            hosts.split(",")[0] if isinstance(hosts, str) else hosts[0] if isinstance(hosts, list) and hosts else None
+        )
+        if isinstance(first, str):
+            host, port = _split_host_port(first.strip())
+            if host and port and port.isdigit():
+                return {**data, "host": host, "port": int(port)}  # type: ignore[dict-item]
+        return data
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v: object) -> object:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_are_host_port(cls, hosts: list[str]) -> list[str]:
+        for entry in hosts:
+            host, port = _split_host_port(entry)
+            if not host or any(c.isspace() for c in entry) or port is None:
+                raise ValueError(f"{entry!r} is not HOST:PORT (e.g. replica1.example.com:3306)")
+            if not (port.isdigit() and 1 <= int(port) <= 65535):
+                raise ValueError(f"{entry!r}: the port {port!r} is not a number from 1 to 65535")
+        seen = [f"{h.lower()}:{int(p or 0)}" for h, p in map(_split_host_port, hosts)]
+        twice = sorted({e for e in seen if seen.count(e) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} more than once; list each server once")
+        return hosts
 
     def resolved_password(self) -> str:
         return _secret(ENV_MYSQL_PASSWORD, self.password_file, self.password, "mysql.password") or ""
@@ -318,8 +368,17 @@ class Config(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     def checkpoint_key(self) -> str:
-        """The source identity a Kafka-stored checkpoint is keyed by."""
-        return self.checkpoint.kafka_key or f"{self.mysql.host}:{self.mysql.port}/{self.wordpress.database}"
+        """The source identity a Kafka-stored checkpoint is keyed by: with mysql.hosts, the first of
+        them, whichever server is being read (the checkpoint belongs to the topology)."""
+        if self.checkpoint.kafka_key:
+            return self.checkpoint.kafka_key
+        if self.mysql.hosts:
+            return f"{self.mysql.hosts[0]}/{self.wordpress.database}"
+        return f"{self.mysql.host}:{self.mysql.port}/{self.wordpress.database}"
+
+    def for_server(self, host: str, port: int) -> Config:
+        """This configuration reading `host:port` (one of mysql.servers()); mysql.hosts is kept."""
+        return self.model_copy(update={"mysql": self.mysql.model_copy(update={"host": host, "port": port})})
 
     def transactional_id(self) -> str:
         """kafka.delivery exactly_once: the source's Kafka transactional.id (one per source, so a newer

@@ -39,6 +39,7 @@ from cdc.sink.topics import fit_to_topics
 from cdc.snapshot.reader import DatabaseChunkSource
 from cdc.snapshot.requests import CheckpointLock, RequestInbox
 from cdc.snapshot.snapshotter import SnapshotRequest, SnapshotState, Snapshotter
+from cdc.source.failover import Choice, ServerChooser
 from cdc.source.lookup import DatabaseLookup
 from cdc.source.preflight import check_server, failures
 from cdc.source.server import GtidSet, Server
@@ -79,10 +80,16 @@ def _preflight(config: Config, server: Server) -> None:
 
 
 def _starting_checkpoint(
-    config: Config, server: Server, store: CheckpointStore, source_id: int, gtid: bool = False
+    config: Config,
+    server: Server,
+    store: CheckpointStore,
+    source_id: int,
+    gtid: bool = False,
+    gone: PositionGoneError | None = None,
 ) -> Checkpoint:
     """The checkpoint `run` starts from (written first when there is none). `gtid` (GTID positions,
-    Server.uses_gtid): it carries the GTID state, which any server of the topology can continue."""
+    Server.uses_gtid): it carries the GTID state, which any server of the topology can continue.
+    `gone`: the server chosen from mysql.hosts purged what the checkpoint needs (when_needed only)."""
     cp = store.load()
     by_gtid = gtid and cp is not None and cp.gtid_set is not None
     if cp is not None and cp.server_id is not None and cp.server_id != source_id and not by_gtid:
@@ -103,6 +110,8 @@ def _starting_checkpoint(
     elif not gtid and cp.gtid_set is not None:
         cp = store.save(dataclasses.replace(cp, gtid_set=None))  # file positions now: the state would go stale
     try:
+        if gone is not None:
+            raise gone
         if gtid and cp.gtid_set is None:
             cp = _add_gtid_state(server, store, cp)
         cp = _resume(server, store, cp, gtid)
@@ -120,6 +129,23 @@ def _starting_checkpoint(
         snapshot = SnapshotState(request).to_json()
         cp = store.save(Checkpoint(start, source_id, snapshot=snapshot, gtid_set=_gtid_start(server, start, gtid)))
     return cp
+
+
+def _gtid_state(cp: Checkpoint | None) -> GtidSet | None:
+    return GtidSet.parse(cp.gtid_set) if cp is not None and cp.gtid_set is not None else None
+
+
+def _choose(config: Config, chooser: ServerChooser, store: CheckpointStore) -> tuple[Choice, PositionGoneError | None]:
+    """The server of mysql.hosts to start on; with snapshot.mode when_needed, a purged one rather
+    than none (with the PositionGoneError that _starting_checkpoint turns into a snapshot)."""
+    cp = store.load()
+    state, server_id = _gtid_state(cp), cp.server_id if cp is not None else None
+    try:
+        return chooser.choose(state, server_id), None
+    except PositionGoneError as exc:
+        if config.snapshot.mode != "when_needed":
+            raise
+        return chooser.choose(state, server_id, accept_purged=True), exc
 
 
 def _add_gtid_state(server: Server, store: CheckpointStore, cp: Checkpoint) -> Checkpoint:
@@ -276,13 +302,25 @@ def _stream_source(
             extra={"event": "transactional_id", "transactional_id": config.transactional_id()},
         )  # fmt: skip
         store = tx_store
+    # mysql.hosts: the first server that can serve the checkpoint; `config` then reads that one.
+    chooser = ServerChooser(config) if config.mysql.hosts else None
+    gone = None
+    if chooser is not None:
+        choice, gone = _choose(config, chooser, store)
+        config = choice.config
+        log.info(
+            "reading the binlog of %s (mysql.hosts entry %d of %d: %s)",
+            choice.name, chooser.current + 1, len(chooser.servers), choice.verdict.detail,
+            extra={"event": "source_chosen", "server": choice.name},
+        )  # fmt: skip
+    metrics.source_server(chooser.servers[chooser.current] if chooser else f"{config.mysql.host}:{config.mysql.port}")
     with Server(config) as server:
         version = server.version()
         _preflight(config, server)
         source_id = server.server_id()
         gtid = server.uses_gtid(config.source.position)
         mariadb = server.is_mariadb()
-        cp = _starting_checkpoint(config, server, store, source_id, gtid)
+        cp = _starting_checkpoint(config, server, store, source_id, gtid, gone)
     log.info(
         "wpcdc %s starting: %s:%s (%s, server_id %s), from %s, to %s",
         __version__, config.mysql.host, config.mysql.port, version, source_id, cp.position,
@@ -306,7 +344,35 @@ def _stream_source(
             extra={"event": "snapshot_resumed", "snapshot_id": snapshotter.state.request.id},
         )  # fmt: skip
 
+    # Set after a source failure with mysql.hosts: the next attempt classifies the servers again and
+    # may move to another one.
+    rechoose = [False]
+
+    def move() -> None:
+        nonlocal config
+        assert chooser is not None
+        rechoose[0] = False
+        current = store.load() or cp
+        before = chooser.current
+        choice = chooser.choose(_gtid_state(current), current.server_id)
+        if chooser.current == before:
+            return
+        with Server(choice.config) as server:  # the settings `run` checked at start, on this server too
+            _preflight(choice.config, server)
+        log.warning(
+            "moving from %s to %s (%s): resuming from the checkpoint's GTID state",
+            chooser.servers[before], choice.name, choice.verdict.detail,
+            extra={"event": "source_moved", "server": choice.name, "from": chooser.servers[before]},
+        )  # fmt: skip
+        config = pipeline.config = choice.config
+        lookup.retarget(choice.config)
+        chunks.retarget(choice.config)
+        mapper.server_id = pipeline.source_server_id = choice.server_id
+        metrics.source_server(choice.name)
+
     def attempt() -> None:
+        if chooser is not None and rechoose[0]:
+            move()
         fresh = not sink_box
         if fresh:
             sink_box.append(make_sink(config, sink_kind, broker_log))
@@ -339,12 +405,16 @@ def _stream_source(
             lookup.close()
             chunks.close()
         pipeline.forget_accepted()
+        if chooser is not None and not isinstance(exc, SinkError):
+            rechoose[0] = True  # the next attempt checks the servers (the one read last first)
         if eos and not sink_box:
             return  # attempt() reads the checkpoint once a new producer has decided the open transaction
         current = store.load() or cp
         # Snapshot chunks published after the last checkpoint may not have reached the broker: the
         # snapshot resumes from the checkpoint, like the stream.
         snapshotter.restore(current.snapshot)
+        if rechoose[0]:
+            return  # and resumes by GTID on whichever it picks
         try:
             with Server(config) as server:
                 _resume(server, store, current, gtid)

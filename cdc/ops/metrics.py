@@ -56,6 +56,14 @@ class Metrics:
         self.checkpoint_file_number = Gauge(
             "wpcdc_checkpoint_file_number", "Numeric extension of the last checkpoint's binlog file", registry=r
         )
+        self._source_server = Gauge(
+            "wpcdc_source_server_info", "The server the binlog is read from (value 1; mysql.host:port or an entry "
+            "of mysql.hosts)", ["server"], registry=r,
+        )  # fmt: skip
+        self.source_server_moves = Counter(
+            "wpcdc_source_server_moves_total", "Moves to another server of mysql.hosts after a failure", registry=r
+        )
+        self._current_server: str | None = None
 
         # State read at scrape time.
         self.last_event_ts: float | None = None  # binlog time of the last event read
@@ -153,6 +161,16 @@ class Metrics:
 
     def sink_connected(self) -> bool:
         return self.sink_up and (self.broker is None or self.broker.up)
+
+    def source_server(self, server: str) -> None:
+        """The server now read; only its label child is left, so a dashboard shows one line."""
+        if server == self._current_server:
+            return
+        if self._current_server is not None:
+            self._source_server.remove(self._current_server)
+            self.source_server_moves.inc()
+        self._source_server.labels(server).set(1)
+        self._current_server = server
 
     def reconnect(self, reason: str) -> None:
         self._child(self._reconnects, "r", reason).inc()

@@ -48,6 +48,11 @@ class DatabaseChunkSource:
         self._filters: FilterConfig = config.filters
         self._server: Server | None = None
 
+    def retarget(self, config: Config) -> None:
+        """Read another server of mysql.hosts from now on (after a move)."""
+        self.close()
+        self._config = config
+
     def close(self) -> None:
         if self._server is not None:
             self._server.close()

@@ -25,6 +25,11 @@ class DatabaseLookup:
         self._prefix = config.wordpress.table_prefix
         self._conn: pymysql.connections.Connection | None = None
 
+    def retarget(self, config: Config) -> None:
+        """Read another server of mysql.hosts from now on (after a move)."""
+        self.close()
+        self._config = config
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

@@ -213,3 +213,30 @@ def test_checkpoint_store_and_its_kafka_key() -> None:
     assert cfg.checkpoint.store == "kafka" and cfg.checkpoint_key() == "shop-eu"
     with pytest.raises(ConfigError, match=r"checkpoint\.store"):
         parse_config({"checkpoint": {"store": "s3"}})
+
+
+def test_mysql_hosts_replace_host_and_port() -> None:
+    cfg = parse_config({"mysql": {"host": "ignored", "hosts": "replica1:3306, [::1]:3307,primary.example:3308"}})
+    assert cfg.mysql.servers() == [("replica1", 3306), ("::1", 3307), ("primary.example", 3308)]
+    assert (cfg.mysql.host, cfg.mysql.port) == ("replica1", 3306)  # check, replay, checkpoint set use it
+    assert parse_config({}).mysql.servers() == [("127.0.0.1", 3306)]
+    # The checkpoint belongs to the topology: its Kafka key does not follow the server being read.
+    moved = cfg.for_server("primary.example", 3308)
+    assert moved.mysql.host == "primary.example" and moved.mysql.port == 3308
+    assert moved.checkpoint_key() == cfg.checkpoint_key() == "replica1:3306/wordpress"
+
+
+@pytest.mark.parametrize(
+    ("hosts", "says"),
+    [
+        (["replica1"], "is not HOST:PORT"),
+        (["replica1:"], "is not a number"),
+        (["replica1:99999"], "is not a number from 1 to 65535"),
+        (["replica 1:3306"], "is not HOST:PORT"),
+        (["a:3306", "A:3306"], "more than once"),
+    ],
+)
+def test_bad_mysql_hosts_name_the_key_and_entry(hosts: list[str], says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"mysql": {"hosts": hosts}})
+    assert "mysql.hosts" in err.value.problem and says in err.value.problem

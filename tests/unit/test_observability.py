@@ -193,3 +193,17 @@ def test_backoff_resets_after_a_short_healthy_run(monkeypatch: pytest.MonkeyPatc
     supervise(attempt, lambda exc: None, config, m, stop)
     # 1, 2, 4 while it never got going; after 6 s connected (> 5 s) back to 1, then 2 again.
     assert stop.waits == [1, 2, 4, 1, 2, 4]
+
+
+def test_source_server_metric_names_only_the_server_read() -> None:
+    from cdc.ops.metrics import Metrics
+
+    m = Metrics()
+    m.source_server("db1:3306")
+    assert m.value("wpcdc_source_server_info", {"server": "db1:3306"}) == 1
+    assert m.value("wpcdc_source_server_moves_total") == 0
+    m.source_server("db2:3306")
+    m.source_server("db2:3306")
+    assert m.registry.get_sample_value("wpcdc_source_server_info", {"server": "db1:3306"}) is None
+    assert m.value("wpcdc_source_server_info", {"server": "db2:3306"}) == 1
+    assert m.value("wpcdc_source_server_moves_total") == 1
