@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cdc.config import ENV_MYSQL_PASSWORD, load_config, parse_config
 from cdc.errors import ConfigError
@@ -192,3 +195,20 @@ def test_checkpoint_store_and_its_kafka_key() -> None:
     assert cfg.checkpoint.store == "kafka" and cfg.checkpoint_key() == "shop-eu"
     with pytest.raises(ConfigError, match=r"checkpoint\.store"):
         parse_config({"checkpoint": {"store": "s3"}})
+
+
+def test_config_errors_of_a_group_are_clear(tmp_path: Path) -> None:
+    base = {"checkpoint": {"store": "kafka"}, "cluster": {"group_id": "g", "sources": [{"name": "a"}, {"name": "a"}]}}
+    path = tmp_path / "c.yaml"
+    for config, expected in (
+        (base, "cluster.sources 'a' and 'a' have the same name"),
+        ({**base, "checkpoint": {"store": "file"}}, "cluster.group_id needs checkpoint.store kafka"),
+        ({"cluster": {"sources": [{"name": "a"}]}}, "cluster.sources is set but cluster.group_id is not"),
+    ):
+        path.write_text(yaml.safe_dump(config))
+        result = subprocess.run(
+            [sys.executable, "-m", "cdc.cli", "check", "--offline", "--config", str(path)],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr, result.stderr
