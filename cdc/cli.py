@@ -79,15 +79,44 @@ def main() -> None:
 @main.command()
 @config_option
 @click.option("--sink", type=click.Choice(["kafka", "stdout"]), default="kafka", show_default=True)
+@click.option(
+    "--source",
+    "source_name",
+    default=None,
+    help="Run only this one of cluster.sources, outside the group (what a group member starts per source).",
+)
+@click.option("--lease-seconds", type=float, default=None, hidden=True)
 @_friendly
-def run(config_path: Path, sink: str) -> None:
+def run(config_path: Path, sink: str, source_name: str | None, lease_seconds: float | None) -> None:
     """Tail the binlog, publish events, checkpoint. Runs until SIGTERM/SIGINT, then flushes,
     writes the checkpoint and exits 0. Resumes from the checkpoint; without one, starts at
-    source.start_at."""
+    source.start_at. With cluster.group_id: joins the group and runs the sources Kafka assigns
+    to this process (see "Running several" in the README)."""
     from cdc.runner import run_live
 
     config = _load(config_path)
+    if source_name is not None:
+        import os
+
+        from cdc.config import ENV_MYSQL_PASSWORD
+        from cdc.errors import ConfigError
+
+        if config.cluster.group_id is None:
+            raise ConfigError(f"--source {source_name}: the config has no cluster.sources", "leave out --source")
+        if config.source_has_own_password(source_name) if source_name in config.source_names() else False:
+            os.environ.pop(ENV_MYSQL_PASSWORD, None)  # the variable is the top level's password
+        config = config.for_source(source_name)
+        setup_logging(config.log.level, config.log.format, source=source_name)
     stop = _stop_on_signals()
+    if lease_seconds is not None:
+        from cdc.cluster import watch_lease
+
+        watch_lease(stop, lease_seconds)
+    if config.cluster.group_id is not None:
+        from cdc.cluster import run_member
+
+        run_member(config, config_path, sink, stop)
+        return
     run_live(config, sink, stop)
 
 
