@@ -358,7 +358,20 @@ class Member:
         self._next_start[p] = now + wait
 
     def _renew_leases(self) -> None:
+        lease = self.cluster.session_timeout_ms / 1000
+        last = time.monotonic()
         while not self.stop.wait(LEASE_RENEW_SECONDS):
+            now = time.monotonic()
+            gap, last = now - last, now
+            if gap > lease:
+                # This process was paused (or starved) for longer than the session: the group has likely
+                # moved its sources. Renewing now would keep them streaming until Kafka says so; skipping
+                # one renewal lets their own lease check stop them at once.
+                log.warning(
+                    "this process was paused or starved for %.1fs (longer than cluster.session_timeout_ms): "
+                    "not renewing its sources' leases", gap, extra={"event": "lease_skipped"},
+                )  # fmt: skip
+                continue
             with self._lock:
                 children = list(self._children.values())
             for child in children:

@@ -68,7 +68,15 @@ class MemberProcess:
     def __init__(self, group: Group, label: str) -> None:
         self.label = label
         self.port = free_port_block(SOURCES + 1)
-        config = {**group.config, "metrics": {"enabled": True, "port": self.port, "ready_max_lag_seconds": 30}}
+        # Each member has its own disk, as on its own machine: the local lock beside checkpoint.path
+        # guards a directory, and the group (not a shared directory) decides who runs a source.
+        local = group.dir / f"member-{label}"
+        local.mkdir()
+        config = {
+            **group.config,
+            "checkpoint": {**group.config["checkpoint"], "path": str(local / "checkpoint.json")},
+            "metrics": {"enabled": True, "port": self.port, "ready_max_lag_seconds": 30},
+        }
         self.config_path = group.dir / f"member-{label}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log = group.dir / f"member-{label}.log"
@@ -313,4 +321,52 @@ def test_kill_9_of_a_member_moves_its_sources_to_the_others_with_nothing_lost_sl
     )
     assert changes >= len(moved) + 1
     for m in (survivor, c):
+        assert m.stop() == 0, m.output()[-3000:]
+
+
+@mariadb_leg
+def test_a_paused_member_is_cut_off_and_its_sources_run_elsewhere_with_nothing_lost_slow(make_group: Any) -> None:
+    group = make_group()
+    a, b = group.member("a"), group.member("b")
+    assert wait_until(group.all_running_once, timeout=90, every=0.5), _logs(group)
+    assert wait_until(lambda: get(a.port, "/readyz")[0] == 200 and get(b.port, "/readyz")[0] == 200, 60), _logs(group)
+    owners = group.owners()
+    victim = max((a, b), key=lambda m: sum(m.label in o for o in owners.values()))
+    other = b if victim is a else a
+    moved = {name for name, o in owners.items() if o == [victim.label]}
+    children = victim.children()
+    time.sleep(1.0)
+    paused_at = time.monotonic()
+    victim.signal_tree(signal.SIGSTOP)  # the whole machine freezes: member, sources, producers
+    try:
+        assert wait_until(lambda: moved <= other.running(), timeout=90, every=0.2), _logs(group)
+        takeover = time.monotonic() - paused_at
+        assert wait_until(lambda: get(other.port, "/readyz")[0] == 200, timeout=90, every=0.2), _logs(group)
+        time.sleep(2.0)  # the new owner publishes while the old one is still frozen
+    finally:
+        victim.signal_tree(signal.SIGCONT)
+    paused = time.monotonic() - paused_at
+    # The old owner's sources stop without being told by anyone but Kafka and their own lease.
+    assert wait_until(lambda: not any(running(pid) for pid in children), timeout=60), _logs(group)
+    out = victim.output()
+    stopped_by = "fenced" if "was fenced" in out else "lease" if "no lease renewal" in out else "group"
+    # It learned from Kafka that it was evicted, rejoined, and the group runs every source once again.
+    assert wait_until(
+        lambda: (
+            victim.value(f'wpcdc_cluster_ownership_changes_total{{change="lost",source="{next(iter(moved))}"}}') >= 1
+        ),
+        60,
+    ), _logs(group)  # noqa: E501
+    assert wait_until(lambda: group.all_running_once([a, b]), timeout=90, every=0.5), _logs(group)
+    assert wait_until(lambda: get(victim.port, "/readyz")[0] == 200, timeout=90, every=0.5), _logs(group)
+    time.sleep(1.0)
+    group.stop_writers()
+    group.wait_checkpoints_past_end()
+    figures = group.verify()
+    print(
+        f"\ngroup SIGSTOP: {len(moved)} source(s) of the paused member run by the other {takeover:.1f}s after the "
+        f"pause (paused {paused:.1f}s, session timeout {SESSION_MS / 1000:g}s); its old sources stopped by: "
+        f"{stopped_by}; {figures['expected']} events expected, 0 lost, {figures['duplicates']} duplicates"
+    )
+    for m in (a, b):
         assert m.stop() == 0, m.output()[-3000:]
