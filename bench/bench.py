@@ -2,7 +2,8 @@
 end by wpcdc (binlog -> events -> Kafka, acknowledged). Prints figures; asserts nothing.
 
 Prints: the library's raw decode rate, wpcdc's end-to-end rate for replay and live `run` and their
-ratio to the raw rate, peak RSS of the whole streamer (both processes), the same on a binlog 4x as
+ratio to the raw rate, peak RSS of the whole streamer (both processes), kafka.delivery exactly_once
+beside at_least_once (live `run` on Apache Kafka, rows/s and CPU s per 1,000 rows), the same on a binlog 4x as
 long, and commit-to-broker latency of isolated changes under light load. The same workload runs on
 MariaDB and on Oracle MySQL (cdc/dev/mysql.py), one after the other, and a table puts them side by side.
 
@@ -218,6 +219,103 @@ def live(config: Path, bootstrap: str, start: str, rows: int, events: int) -> tu
     return rows / max(done - connected[0], 1e-6), rss.stop()
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its descendants (the streamer and its producer process)."""
+    total = 0
+    for p in TreeRss._tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def delivery_run(config: Path, bootstrap: str, start: str, rows: int, events: int) -> tuple[float, float]:
+    """`wpcdc run` from `start` on Apache Kafka, read back with isolation.level=read_committed (what
+    an exactly_once consumer sets): rows/s and CPU seconds of the streamer per 1,000 rows, from the
+    reader connecting to the last event being readable."""
+    env = {**os.environ, "WPCDC_MYSQL_PASSWORD": MYSQL_PASSWORD}
+    subprocess.run(
+        [sys.executable, "-m", "cdc.cli", "checkpoint", "set", start, "--config", str(config)],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5, isolation_level="read_committed"
+    )
+    parts = [TopicPartition("bench.posts", p) for p in sorted(consumer.partitions_for_topic("bench.posts") or [])]
+    consumer.assign(parts)
+    consumer.seek_to_end(*parts)
+    for p in parts:
+        consumer.position(p)
+    proc = wpcdc("run", "--config", str(config))
+    connected: list[tuple[float, float]] = []
+
+    def watch() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "connected to the binlog" in line and not connected:
+                connected.append((time.perf_counter(), tree_cpu_seconds(proc.pid)))
+
+    threading.Thread(target=watch, daemon=True).start()
+    seen = 0
+    deadline = time.monotonic() + 300
+    while seen < events and time.monotonic() < deadline:
+        seen += sum(len(msgs) for msgs in consumer.poll(timeout_ms=20).values())
+    done, cpu = time.perf_counter(), tree_cpu_seconds(proc.pid)
+    consumer.close()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    if seen < events:
+        raise SystemExit(f"run delivered {seen} of {events} events readable with read_committed")
+    began, cpu_began = connected[0]
+    return rows / max(done - began, 1e-6), 1000 * (cpu - cpu_began) / rows
+
+
+def delivery_costs(base: Path, db_port: int, start: str, rows: int, events: int) -> dict[str, tuple[float, float]]:
+    """at_least_once beside exactly_once on the same binlog range, both on one Apache Kafka broker
+    (Tansu does not honour transactions) with checkpoint.store kafka: rows/s, CPU s per 1,000 rows."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from cdc.dev.kafka import Kafka
+
+    broker = Kafka(base / "apache-kafka")
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        broker.start()
+        create_topics(broker.bootstrap, ["bench.posts", "bench.dead-letter"], partitions=6)
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="wpcdc-bench")
+        admin.create_topics([NewTopic("bench.checkpoints", 1, 1, topic_configs={"cleanup.policy": "compact"})])
+        admin.close()
+        for delivery in ("at_least_once", "exactly_once"):
+            config = base / f"config-{delivery}.yaml"
+            config.write_text(
+                yaml.safe_dump(
+                    {
+                        "mysql": {"host": "127.0.0.1", "port": db_port, "user": MYSQL_USER, "server_id": 4242},
+                        "wordpress": {"database": DB},
+                        "kafka": {
+                            "bootstrap_servers": [broker.bootstrap],
+                            "topic": "bench.posts",
+                            "dead_letter_topic": "bench.dead-letter",
+                            "delivery": delivery,
+                        },
+                        "checkpoint": {
+                            "path": str((base / f"checkpoint-{delivery}.json").resolve()),
+                            "store": "kafka",
+                            "kafka_topic": "bench.checkpoints",
+                            "kafka_key": f"bench-{delivery}",
+                        },
+                    }
+                )
+            )
+            out[delivery] = delivery_run(config, broker.bootstrap, start, rows, events)
+    finally:
+        broker.stop()
+    return out
+
+
 def latency(db: MariaDB | MySQL, config: Path, bootstrap: str, n: int = 200) -> list[float]:
     """Isolated changes (one every 50 ms) while `wpcdc run` is caught up: ms from COMMIT returning
     to the event being readable from the broker."""
@@ -288,6 +386,10 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path("var/bench"))
     ap.add_argument("--settle", type=float, default=10.0, help="seconds to let the server go idle after writing")
     ap.add_argument("--servers", default="mariadb,mysql", help="comma-separated: mariadb, mysql")
+    ap.add_argument(
+        "--no-delivery", dest="delivery", action="store_false",
+        help="skip kafka.delivery at_least_once vs exactly_once (on Apache Kafka, needs Java)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     shutil.rmtree(args.dir, ignore_errors=True)
@@ -357,6 +459,11 @@ def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
         print(f"wpcdc run (live), same range:                 {live_rate:8,.0f} rows/s  peak RSS {live_peak:.0f} MiB")
         out["wpcdc run (live), rows/s"] = f"{live_rate:,.0f}"
         out["peak RSS replay 1x / live, MiB"] = f"{peak_1x:.0f} / {live_peak:.0f}"
+        if args.delivery:
+            costs = delivery_costs(base, db.port, start, decoded, int(summary["events"]))  # type: ignore[arg-type]
+            for delivery, (rate, cpu) in costs.items():
+                print(f"wpcdc run on Apache Kafka, {delivery:13}:   {rate:8,.0f} rows/s  {cpu:.2f} CPU s / 1,000 rows")
+                out[f"Apache Kafka run {delivery}, rows/s / CPU s per 1k"] = f"{rate:,.0f} / {cpu:.2f}"
 
         t = time.perf_counter()
         rows_more = generate(db, args.posts * 3, seed=8, terms=False)

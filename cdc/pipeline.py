@@ -384,13 +384,15 @@ class Pipeline:
         self._unacked = 0
         self.metrics.inflight = 0
 
-    def try_commit(self) -> None:
-        """After a source failure the sink may still be healthy: keep what was read."""
+    def try_commit(self) -> bool:
+        """After a source failure the sink may still be healthy: keep what was read. False: it was not."""
         try:
             self.commit()
         except SinkError as exc:
             log.warning("could not commit after the failure: %s", exc.problem)
             self.abandon()
+            return False
+        return True
 
 
 TRANSIENT = (SourceError, SinkError, LookupUnavailable)

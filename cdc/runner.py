@@ -9,14 +9,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cdc import __version__
 from cdc.checkpoint.facts import FactJournal
-from cdc.checkpoint.kafka import KafkaCheckpointStore
+from cdc.checkpoint.kafka import KafkaCheckpointStore, TransactionalCheckpointStore
 from cdc.checkpoint.store import Checkpoint, CheckpointStore, FileCheckpointStore
 from cdc.config import Config
 from cdc.core.position import BinlogPosition
-from cdc.errors import CheckpointError, LookupUnavailable, PositionGoneError, PreflightError, SinkError
+from cdc.errors import (
+    CheckpointError,
+    LookupUnavailable,
+    PositionGoneError,
+    PreflightError,
+    ProducerFenced,
+    SinkError,
+)
 from cdc.mapping.mapper import Mapper
 from cdc.mapping.state import WordPressState
 from cdc.ops.http_server import ObservabilityServer
@@ -43,6 +51,8 @@ def make_sink(config: Config, kind: str, report: HealthListener | None = None) -
     if kind == "stdout":
         return StdoutSink()
     kafka = fit_to_topics(config.kafka)
+    if kafka.delivery == "exactly_once":
+        kafka = kafka.model_copy(update={"transactional_id": config.transactional_id()})
     if kafka.producer_process:
         return ProcessSink(kafka, report=report)
     return KafkaProducerSink(kafka, report=report)
@@ -166,6 +176,55 @@ def _run_with(
     snapshot_progress: Callable[[Snapshotter], None] | None,
     store: CheckpointStore,
 ) -> RunStats:
+    sink_box: list[Sink] = []
+    broker_log = HealthLog(metrics.broker_health)
+    try:
+        return _stream_source(
+            config, sink_kind, stop, metrics, snapshot_request, snapshot_progress, store, sink_box, broker_log
+        )
+    except ProducerFenced as exc:
+        log.error(
+            "fenced: %s", exc.problem,
+            extra={"event": "fenced", "transactional_id": config.transactional_id(), "source": config.checkpoint_key()},
+        )  # fmt: skip
+        raise
+    finally:
+        for sink in sink_box:
+            sink.close()
+
+
+def _stream_source(
+    config: Config,
+    sink_kind: str,
+    stop: threading.Event,
+    metrics: Metrics,
+    snapshot_request: SnapshotRequest | None,
+    snapshot_progress: Callable[[Snapshotter], None] | None,
+    store: CheckpointStore,
+    sink_box: list[Sink],
+    broker_log: HealthLog,
+) -> RunStats:
+    # exactly_once: the producer registers its transactional id (fencing a former owner and aborting
+    # its open transaction) before the checkpoint is read, and every checkpoint after that is written
+    # in the producer's transaction.
+    eos = config.kafka.delivery == "exactly_once" and sink_kind == "kafka" and isinstance(store, KafkaCheckpointStore)
+    if eos:
+        assert isinstance(store, KafkaCheckpointStore)
+
+        def transactional_sink() -> Any:
+            if not sink_box:
+                sink_box.append(make_sink(config, sink_kind, broker_log))
+                metrics.sink_up = True
+                tx_store.forget()
+            return sink_box[0]
+
+        tx_store = TransactionalCheckpointStore(store, lambda record: transactional_sink().commit(record))
+        transactional_sink()
+        log.info(
+            "exactly_once: registered transactional id %r", config.transactional_id(),
+            extra={"event": "transactional_id", "transactional_id": config.transactional_id()},
+        )  # fmt: skip
+        store = tx_store
     with Server(config) as server:
         version = server.version()
         _preflight(config, server)
@@ -193,14 +252,24 @@ def _run_with(
             snapshotter.state.request.id, snapshotter.state.request.describe(), snapshotter.state.done_posts,
             extra={"event": "snapshot_resumed", "snapshot_id": snapshotter.state.request.id},
         )  # fmt: skip
-    sink_box: list[Sink] = []
-    broker_log = HealthLog(metrics.broker_health)
 
     def attempt() -> None:
-        if not sink_box:
+        fresh = not sink_box
+        if fresh:
             sink_box.append(make_sink(config, sink_kind, broker_log))
             metrics.sink_up = True
         pipeline.sink = sink_box[0]
+        if eos and fresh:
+            # A new producer: its init_transactions decided the transaction whose commit the old one
+            # could not confirm, either way. Only the topic knows which: read the checkpoint again.
+            tx_store.forget()
+            start = store.load() or cp
+            try:
+                with Server(config) as server:
+                    start = _resume(server, store, start)
+            except PreflightError as err:
+                log.warning("source not reachable yet: %s", err.problem)  # the stream's own connect retries
+            snapshotter.restore(start.snapshot)
         start = store.load() or cp
         facts.rewind(start.position)  # the caches as the first pass knew them there: identical re-sent events
         pipeline.stream(start.position, blocking=True, prepared=start.xa_prepared)
@@ -210,16 +279,18 @@ def _run_with(
             pipeline.abandon()
             if sink_box:
                 sink_box.pop().close()
-        else:
-            pipeline.try_commit()
+        elif not pipeline.try_commit() and eos and sink_box:
+            sink_box.pop().close()  # its transaction failed: a new producer aborts it
         if isinstance(exc, LookupUnavailable):
             lookup.close()
             chunks.close()
+        pipeline.forget_accepted()
+        if eos and not sink_box:
+            return  # attempt() reads the checkpoint once a new producer has decided the open transaction
         current = store.load() or cp
         # Snapshot chunks published after the last checkpoint may not have reached the broker: the
         # snapshot resumes from the checkpoint, like the stream.
         snapshotter.restore(current.snapshot)
-        pipeline.forget_accepted()
         try:
             with Server(config) as server:
                 _resume(server, store, current)
@@ -237,8 +308,6 @@ def _run_with(
     try:
         supervise(attempt, recover, config, metrics, stop)
     finally:
-        for sink in sink_box:
-            sink.close()
         lookup.close()
         chunks.close()
         facts.close()
@@ -330,8 +399,13 @@ def replay(
     # A replay reads beside a running `run` of the same config: with the same server_id, MySQL drops
     # the older of two binlog readers ("a replica with the same server_uuid/server_id has connected").
     # It therefore reads as mysql.server_id + 1 (README: give the next id to nothing else).
+    # A replay re-publishes a range on purpose and writes no checkpoint into a transaction (it would
+    # never commit one): it publishes at_least_once whatever kafka.delivery says.
     config = config.model_copy(
-        update={"mysql": config.mysql.model_copy(update={"server_id": config.mysql.server_id + 1})}
+        update={
+            "mysql": config.mysql.model_copy(update={"server_id": config.mysql.server_id + 1}),
+            "kafka": config.kafka.model_copy(update={"delivery": "at_least_once"}),
+        }
     )
     with Server(config) as server:
         server.require_position(start, "--from position")

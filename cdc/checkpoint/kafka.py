@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -45,6 +46,7 @@ class KafkaCheckpointStore:
         self._known = False  # owner: has read or written the key, so _last is the truth
         self._last: Checkpoint | None = None
         self._producer: KafkaProducer | None = None
+        self.settle = False  # exactly_once owner: reads wait for open transactions (see _settle)
 
     def _common(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,8 @@ class KafkaCheckpointStore:
 
     def _read(self) -> bytes | None:
         """The latest value for the key (None: none, or a tombstone)."""
+        if self.settle:
+            self._settle()
         consumer = KafkaConsumer(
             enable_auto_commit=False,
             isolation_level="read_committed",  # a checkpoint written in an aborted transaction never counts
@@ -137,6 +141,59 @@ class KafkaCheckpointStore:
                 return latest
             hi, window = lo, window * 8
         return None
+
+    def _settle(self) -> None:
+        """exactly_once: wait until read_committed reads reach the log end as it is now. Every
+        transaction of this source is decided by then (its producer's init_transactions ran first), but
+        another source's open transaction on the same partition hides every record after its start,
+        this source's newest checkpoint included: reading before it is decided would resume from an
+        older checkpoint and publish an interval twice. Normally a wait of one commit; at most
+        kafka.transaction_timeout_ms when a producer died mid-commit and nobody took its source over."""
+        committed = KafkaConsumer(enable_auto_commit=False, isolation_level="read_committed", **self._common())
+        uncommitted = KafkaConsumer(enable_auto_commit=False, **self._common())
+        try:
+            partitions = committed.partitions_for_topic(self._topic)
+            if not partitions:
+                raise self._missing()
+            tps = [TopicPartition(self._topic, p) for p in partitions]
+            target = uncommitted.end_offsets(tps)
+            deadline = time.monotonic() + self._config.transaction_timeout_ms / 1000 + 30
+            logged = False
+            while True:
+                stable = committed.end_offsets(tps)
+                behind = {tp.partition: target[tp] - stable[tp] for tp in tps if stable[tp] < target[tp]}
+                if not behind:
+                    return
+                if time.monotonic() > deadline:
+                    raise CheckpointError(
+                        f"an open Kafka transaction in {self._topic} (partitions {sorted(behind)}) stayed undecided "
+                        "past kafka.transaction_timeout_ms: the latest checkpoint cannot be read",
+                        "check the broker's transaction coordinator (kafka-transactions.sh list)",
+                    )
+                if not logged:
+                    logged = True
+                    log.info(
+                        "waiting for an open transaction in %s to be decided before reading the checkpoint", self.where,
+                        extra={"event": "checkpoint_settle", "partitions": sorted(behind)},
+                    )  # fmt: skip
+                time.sleep(0.2)
+        finally:
+            committed.close()
+            uncommitted.close()
+
+    def record(self, checkpoint: Checkpoint) -> tuple[Checkpoint, tuple[str, bytes, bytes]]:
+        """The stamped checkpoint and its record (topic, key, value), for a producer to write in its
+        own transaction; `committed` once that transaction committed."""
+        stamped = checkpoint.stamped()
+        return stamped, (self._topic, self._key, json.dumps(stamped.to_json()).encode())
+
+    def committed(self, stamped: Checkpoint) -> None:
+        self._known, self._last = True, stamped
+
+    def forget(self) -> None:
+        """The next `load` reads the topic again (exactly_once: after a new producer's init_transactions
+        decided the transaction whose commit this process could not confirm)."""
+        self._known = False
 
     def _producer_for_writes(self) -> KafkaProducer:
         if self._producer is None:
@@ -186,3 +243,34 @@ class KafkaCheckpointStore:
             except Exception:  # closing to a dead broker must not mask the original error
                 log.debug("error closing the checkpoint producer", exc_info=True)
             self._producer = None
+
+
+class TransactionalCheckpointStore:
+    """kafka.delivery exactly_once, for the `run` that owns the source: `save` writes the checkpoint
+    record into the sink's open transaction and commits it, so the checkpoint and the events before it
+    become visible to read_committed consumers together, or (a crash, a fenced producer) not at all.
+    `commit` is the sink's (KafkaProducerSink.commit); it raises SinkError or ProducerFenced."""
+
+    def __init__(self, inner: KafkaCheckpointStore, commit: Callable[[tuple[str, bytes, bytes]], None]) -> None:
+        self.inner = inner
+        self._commit = commit
+        self.where = inner.where
+        inner.settle = True
+
+    def load(self) -> Checkpoint | None:
+        return self.inner.load()
+
+    def save(self, checkpoint: Checkpoint) -> Checkpoint:
+        stamped, record = self.inner.record(checkpoint)
+        self._commit(record)
+        self.inner.committed(stamped)
+        return stamped
+
+    def forget(self) -> None:
+        self.inner.forget()
+
+    def reset(self) -> bool:
+        raise CheckpointError("a running exactly_once stream does not reset its checkpoint")
+
+    def close(self) -> None:
+        self.inner.close()

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import InvalidProducerEpochError, KafkaError, KafkaTimeoutError, ProducerFencedError
 
 from cdc.config import KafkaConfig
-from cdc.errors import OversizeError, SinkError
+from cdc.errors import OversizeError, ProducerFenced, SinkError
 from cdc.mapping.events import DEAD_LETTER, SCHEMA_VERSION, encode
 from cdc.sink.oversize import shrink_to_fit
 
@@ -193,6 +193,10 @@ class KafkaProducerSink:
         extra: dict[str, object] = {}
         if bootstrap_timeout_ms is not None and "bootstrap_timeout_ms" in KafkaProducer.DEFAULT_CONFIG:
             extra["bootstrap_timeout_ms"] = bootstrap_timeout_ms  # kafka-python >= 3 (30 s by default)
+        self.transactional = config.delivery == "exactly_once" and config.transactional_id is not None
+        if self.transactional:
+            extra["transactional_id"] = config.transactional_id
+            extra["transaction_timeout_ms"] = config.transaction_timeout_ms
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=config.bootstrap_servers,
@@ -219,6 +223,8 @@ class KafkaProducerSink:
             ) from None
         for topic in (config.topic, config.dead_letter_topic):
             self._require_topic(topic)
+        if self.transactional:
+            self._init_transactions()
         self._watcher = threading.Thread(target=self._watch, name="wpcdc-broker-health", daemon=True)
         self._watcher.start()
 
@@ -273,6 +279,65 @@ class KafkaProducerSink:
             except Exception:
                 log.debug("broker health report failed", exc_info=True)
 
+    def _init_transactions(self) -> None:
+        """Register as the source's producer: the broker fences every older producer with this
+        transactional id and completes or aborts its open transaction, so what it left half-sent is
+        never read by read_committed consumers. Then the first transaction begins."""
+        try:
+            self._producer.init_transactions()
+            self._producer.begin_transaction()
+        except KafkaTimeoutError:
+            self.close()
+            raise SinkError(
+                f"Kafka did not register transactional id {self._config.transactional_id!r} within "
+                f"kafka.max_block_ms ({self._config.max_block_ms} ms)",
+                "check the broker; a broker needs transaction.state.log.replication.factor brokers up",
+            ) from None
+        except KafkaError as exc:
+            self.close()
+            raise SinkError(
+                f"Kafka refused transactional id {self._config.transactional_id!r}: {exc}",
+                "kafka.delivery exactly_once needs Kafka >= 2.5 and, with ACLs, WRITE and DESCRIBE on the "
+                "TransactionalId resource",
+            ) from None
+
+    def _wait_txn(self, begin: Callable[[], Any], what: str) -> None:
+        """commit_transaction()/abort_transaction() wait without a bound: a broker that dies then would
+        leave the stream stuck. The same steps (kafka-python's transaction manager), with a timeout."""
+        timeout_ms = int(self._config.flush_timeout_seconds * 1000)
+        result = begin()
+        self._producer._sender.wakeup()
+        if not result.wait(timeout_ms=timeout_ms):
+            raise SinkError(f"Kafka did not confirm the {what} within kafka.flush_timeout_seconds")
+
+    def commit(self, record: tuple[str, bytes, bytes]) -> None:
+        """exactly_once: the checkpoint `record` (topic, key, value) joins the open transaction, which
+        is then committed with every event and dead letter sent since the last commit; the next one
+        begins. Raises ProducerFenced or SinkError (then the transaction is not committed)."""
+        topic, key, value = record
+        self._raise_fenced(self._error)
+        manager = self._producer._transaction_manager
+        try:
+            self._producer.send(topic, key=key, value=value)  # the key's partition, as partition_for picks it
+            self._wait_acks()
+            self._wait_txn(manager.begin_commit, "transaction commit")
+            self._producer.begin_transaction()
+        except KafkaError as exc:
+            self._raise_fenced(exc)
+            raise SinkError(f"Kafka did not commit the transaction: {exc}") from None
+
+    def _raise_fenced(self, exc: BaseException | None) -> None:
+        if isinstance(exc, ProducerFencedError | InvalidProducerEpochError) or (
+            self.transactional and _fatal_fenced(self._producer)
+        ):
+            self._error = None
+            raise ProducerFenced(
+                f"another producer registered transactional id {self._config.transactional_id!r} (a newer wpcdc "
+                "on the same source): this one is fenced and stops; its open transaction is aborted",
+                "run one wpcdc per source (or let the group assign sources); give each source its own "
+                "kafka.transactional_id / checkpoint.kafka_key",
+            )
+
     def _require_topic(self, topic: str) -> None:
         try:
             partitions = self._producer.partitions_for(topic)
@@ -306,6 +371,7 @@ class KafkaProducerSink:
         except KafkaTimeoutError as exc:
             raise SinkError(f"Kafka did not accept a message within kafka.max_block_ms: {exc}") from None
         except KafkaError as exc:
+            self._raise_fenced(exc)
             raise SinkError(f"Kafka send failed: {exc}") from None
         future.add_errback(self._failed)
         self._outstanding.append((time.monotonic(), future))
@@ -317,6 +383,11 @@ class KafkaProducerSink:
         self.produce(self._messages.dead_letter(record))
 
     def flush(self) -> None:
+        if self.transactional and self._error is None:
+            return  # exactly_once: `commit`, right after it, waits for everything with its checkpoint record
+        self._wait_acks()
+
+    def _wait_acks(self) -> None:
         try:
             self._producer.flush(timeout=self._config.flush_timeout_seconds)
         except KafkaTimeoutError:
@@ -324,15 +395,38 @@ class KafkaProducerSink:
                 f"Kafka did not acknowledge within kafka.flush_timeout_seconds ({self._config.flush_timeout_seconds}s)"
             ) from None
         if self._error is not None:
+            self._raise_fenced(self._error)
             error, self._error = self._error, None
             raise SinkError(f"Kafka did not accept a message: {error}")
 
     def close(self) -> None:
         self._closed.set()
+        if self.transactional:
+            # Abort what this producer sent after its last commit: read_committed consumers would
+            # otherwise wait behind the open transaction until kafka.transaction_timeout_ms.
+            try:
+                manager = self._producer._transaction_manager
+                sent = (
+                    manager._partitions_in_transaction
+                    or manager._pending_partitions_in_transaction
+                    or (manager._new_partitions_in_transaction)
+                )
+                if sent and not manager.has_fatal_error():
+                    self._wait_txn(manager.begin_abort, "transaction abort")
+            except Exception:  # a dead broker, a fenced producer: the next owner's init aborts it
+                log.debug("could not abort the open transaction", exc_info=True)
         try:
             self._producer.close(timeout=5)
         except Exception:  # closing a producer to a dead broker must not mask the original error
             log.debug("error closing the Kafka producer", exc_info=True)
+
+
+def _fatal_fenced(producer: Any) -> bool:
+    """Whether kafka-python's transaction manager holds a fenced producer's fatal error (it keeps it
+    there and raises a generic error from later calls)."""
+    manager = getattr(producer, "_transaction_manager", None)
+    error = getattr(manager, "last_error", None) if manager is not None else None
+    return isinstance(error, ProducerFencedError | InvalidProducerEpochError)
 
 
 def _connected(client: Any, metadata: Any) -> bool | None:

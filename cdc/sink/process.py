@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from cdc.config import KafkaConfig
-from cdc.errors import SinkError
+from cdc.errors import ProducerFenced, SinkError, WpcdcError
 from cdc.sink.kafka import BrokerHealth, HealthListener, HealthLog, KafkaMessages, KafkaProducerSink, Message
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,10 @@ class _SharedHealth:
         return BrokerHealth(up == 1.0, self.problem.value.decode("utf-8", "replace"), oldest, int(failures))
 
 
+def _verdict(exc: WpcdcError) -> tuple[str, str, str]:
+    return ("fenced" if isinstance(exc, ProducerFenced) else "error", exc.problem, exc.fix)
+
+
 def _child(conn: Connection, config: KafkaConfig, health: _SharedHealth) -> None:
     # The parent decides when to stop (flush, checkpoint, then close); a terminal's Ctrl-C reaches
     # the whole process group and must not kill the producer mid-flush.
@@ -63,7 +67,7 @@ def _child(conn: Connection, config: KafkaConfig, health: _SharedHealth) -> None
         conn.send(("error", exc.problem, exc.fix))
         return
     conn.send(("ready",))
-    failure: SinkError | None = None
+    failure: WpcdcError | None = None
     try:
         while True:
             kind, payload = conn.recv()
@@ -72,16 +76,19 @@ def _child(conn: Connection, config: KafkaConfig, health: _SharedHealth) -> None
                     try:
                         for message in payload:
                             sink.produce(message)
-                    except SinkError as exc:
+                    except (SinkError, ProducerFenced) as exc:
                         failure = exc
-            elif kind == "flush":
+            elif kind == "flush" or kind == "commit":
                 try:
                     if failure is not None:
                         raise failure
-                    sink.flush()
+                    if kind == "commit":
+                        sink.commit(payload)
+                    else:
+                        sink.flush()
                     conn.send(("ok",))
-                except SinkError as exc:
-                    conn.send(("error", exc.problem, exc.fix))
+                except (SinkError, ProducerFenced) as exc:
+                    conn.send(_verdict(exc))
                     failure = None
             elif kind == "close":
                 break
@@ -101,6 +108,8 @@ class ProcessSink:
         self._ship_error: SinkError | None = None
         self._last_add = 0.0
         self._flush_timeout = config.flush_timeout_seconds + 10
+        # exactly_once: `commit` is the one place that waits; a flush only hands on what is batched.
+        self.transactional = config.delivery == "exactly_once" and config.transactional_id is not None
         self._stopped = threading.Event()
         ctx = multiprocessing.get_context("spawn")
         self._health = _SharedHealth(ctx)
@@ -114,7 +123,7 @@ class ProcessSink:
         reply = self._reply(start_timeout, "start the producer process")
         if reply[0] != "ready":
             self._proc.join(5)
-            raise SinkError(reply[1], reply[2])
+            raise _raised(reply)
         self._shipper = threading.Thread(target=self._ship_partial_batches, name="wpcdc-shipper", daemon=True)
         self._shipper.start()
         self._watcher = threading.Thread(target=self._watch_health, name="wpcdc-broker-health", daemon=True)
@@ -186,19 +195,29 @@ class ProcessSink:
         self._add(self._messages.dead_letter(record))
 
     def flush(self) -> None:
+        self._request("flush", None)
+
+    def commit(self, record: tuple[str, bytes, bytes]) -> None:
+        """exactly_once: commit the open transaction with the checkpoint `record` in it (see
+        KafkaProducerSink.commit). Raises ProducerFenced or SinkError."""
+        self._request("commit", record)
+
+    def _request(self, kind: str, payload: object) -> None:
         with self._lock:
             if self._ship_error is not None:
                 error, self._ship_error = self._ship_error, None
                 raise error
             if self._batch:
                 self._ship()
+            if kind == "flush" and self.transactional:
+                return  # the commit right after it waits for everything, with its checkpoint record
             try:
-                self._conn.send(("flush", None))
+                self._conn.send((kind, payload))
             except (BrokenPipeError, OSError):
                 raise SinkError(f"the producer process exited (code {self._proc.exitcode})") from None
         reply = self._reply(self._flush_timeout, "confirm delivery")
         if reply[0] != "ok":
-            raise SinkError(reply[1], reply[2])
+            raise _raised(reply)
 
     def _kill(self) -> None:
         if self._proc.is_alive():
@@ -217,3 +236,7 @@ class ProcessSink:
         self._proc.join(10)
         self._kill()
         self._conn.close()
+
+
+def _raised(reply: tuple[Any, ...]) -> WpcdcError:
+    return ProducerFenced(reply[1], reply[2]) if reply[0] == "fenced" else SinkError(reply[1], reply[2])

@@ -35,6 +35,27 @@ def test_wrong_type_names_its_path() -> None:
     assert "mysql.port" in err.value.problem
 
 
+def test_exactly_once_without_kafka_checkpoints_is_refused_naming_both_keys() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"kafka": {"delivery": "exactly_once"}})
+    problem = err.value.problem
+    assert "kafka.delivery exactly_once needs checkpoint.store kafka" in problem and "(top level)" not in problem
+    assert "checkpoint copy --to kafka" in problem
+
+
+def test_the_transactional_id_is_one_per_source_unless_set() -> None:
+    base = {"kafka": {"delivery": "exactly_once"}, "checkpoint": {"store": "kafka"}}
+    a = parse_config({**base, "wordpress": {"database": "a"}})
+    b = parse_config({**base, "wordpress": {"database": "b"}})
+    assert a.transactional_id() == "wpcdc:127.0.0.1:3306/a" != b.transactional_id()
+    keyed = parse_config({**base, "checkpoint": {"store": "kafka", "kafka_key": "shop"}})
+    assert keyed.transactional_id() == "wpcdc:shop"
+    fixed = parse_config(
+        {"kafka": {"delivery": "exactly_once", "transactional_id": "t"}, "checkpoint": {"store": "kafka"}}
+    )
+    assert fixed.transactional_id() == "t"
+
+
 def test_bad_prefix_is_rejected() -> None:
     with pytest.raises(ConfigError, match=r"wordpress\.table_prefix"):
         parse_config({"wordpress": {"table_prefix": "wp-"}})
