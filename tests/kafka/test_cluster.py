@@ -75,7 +75,8 @@ class MemberProcess:
         config = {
             **group.config,
             "checkpoint": {**group.config["checkpoint"], "path": str(local / "checkpoint.json")},
-            "metrics": {"enabled": True, "port": self.port, "ready_max_lag_seconds": 30},
+            # Generous: on shared cores a source that takes over catches up for a while; ready means streaming.
+            "metrics": {"enabled": True, "port": self.port, "ready_max_lag_seconds": 300},
         }
         self.config_path = group.dir / f"member-{label}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -325,8 +326,13 @@ def test_kill_9_of_a_member_moves_its_sources_to_the_others_with_nothing_lost_sl
 
 
 @mariadb_leg
-def test_a_paused_member_is_cut_off_and_its_sources_run_elsewhere_with_nothing_lost_slow(make_group: Any) -> None:
-    group = make_group()
+def test_a_paused_member_is_fenced_and_nothing_it_sent_after_losing_its_sources_is_visible_slow(
+    make_group: Any,
+) -> None:
+    """exactly_once: the new owner's producer (same per-source transactional id) fences the frozen one,
+    so when it wakes, its open transaction cannot commit: a read_committed consumer sees each row
+    change's events exactly once, though both owners published the same binlog range."""
+    group = make_group("exactly_once")
     a, b = group.member("a"), group.member("b")
     assert wait_until(group.all_running_once, timeout=90, every=0.5), _logs(group)
     assert wait_until(lambda: get(a.port, "/readyz")[0] == 200 and get(b.port, "/readyz")[0] == 200, 60), _logs(group)
@@ -339,34 +345,46 @@ def test_a_paused_member_is_cut_off_and_its_sources_run_elsewhere_with_nothing_l
     paused_at = time.monotonic()
     victim.signal_tree(signal.SIGSTOP)  # the whole machine freezes: member, sources, producers
     try:
+        before = {name: group.checkpoint(name) for name in moved}
         assert wait_until(lambda: moved <= other.running(), timeout=90, every=0.2), _logs(group)
         takeover = time.monotonic() - paused_at
-        assert wait_until(lambda: get(other.port, "/readyz")[0] == 200, timeout=90, every=0.2), _logs(group)
-        time.sleep(2.0)  # the new owner publishes while the old one is still frozen
+        # The new owner commits transactions (checkpoint records) while the old one is still frozen
+        # with its own transaction open on the same binlog range.
+        assert wait_until(
+            lambda: all(group.checkpoint(name) != before[name] for name in moved), timeout=180, every=0.5
+        ), _logs(group)
+        committed = time.monotonic() - paused_at
     finally:
         victim.signal_tree(signal.SIGCONT)
     paused = time.monotonic() - paused_at
     # The old owner's sources stop without being told by anyone but Kafka and their own lease.
     assert wait_until(lambda: not any(running(pid) for pid in children), timeout=60), _logs(group)
     out = victim.output()
-    stopped_by = "fenced" if "was fenced" in out else "lease" if "no lease renewal" in out else "group"
+    stopped_by = (
+        ", ".join(
+            why for why, line in (("fenced", "] cdc.runner: fenced:"), ("lease", "no lease renewal")) if line in out
+        )
+        or "the group (partitions lost)"
+    )
     # It learned from Kafka that it was evicted, rejoined, and the group runs every source once again.
     assert wait_until(
         lambda: (
             victim.value(f'wpcdc_cluster_ownership_changes_total{{change="lost",source="{next(iter(moved))}"}}') >= 1
         ),
         60,
-    ), _logs(group)  # noqa: E501
+    ), _logs(group)
     assert wait_until(lambda: group.all_running_once([a, b]), timeout=90, every=0.5), _logs(group)
     assert wait_until(lambda: get(victim.port, "/readyz")[0] == 200, timeout=90, every=0.5), _logs(group)
     time.sleep(1.0)
     group.stop_writers()
     group.wait_checkpoints_past_end()
     figures = group.verify()
+    assert figures["duplicates"] == 0, figures  # a commit of the fenced owner would show as duplicates
     print(
-        f"\ngroup SIGSTOP: {len(moved)} source(s) of the paused member run by the other {takeover:.1f}s after the "
-        f"pause (paused {paused:.1f}s, session timeout {SESSION_MS / 1000:g}s); its old sources stopped by: "
-        f"{stopped_by}; {figures['expected']} events expected, 0 lost, {figures['duplicates']} duplicates"
+        f"\ngroup SIGSTOP (exactly_once): {len(moved)} source(s) of the paused member started by the other "
+        f"{takeover:.1f}s after the pause, its first commit {committed:.1f}s after (paused {paused:.1f}s, session "
+        f"timeout {SESSION_MS / 1000:g}s); on SIGCONT the old sources stopped by: {stopped_by}; read_committed: "
+        f"{figures['expected']} events expected, 0 lost, {figures['duplicates']} duplicates"
     )
     for m in (a, b):
         assert m.stop() == 0, m.output()[-3000:]
