@@ -321,6 +321,16 @@ def test_kill_9_of_a_member_moves_its_sources_to_the_others_with_nothing_lost_sl
         f"{figures['duplicates']} duplicates (at_least_once); survivor saw {changes:g} ownership changes"
     )
     assert changes >= len(moved) + 1
+    # The checkpoint commands address one source of the group's config.
+    shown = subprocess.run(
+        [sys.executable, "-m", "cdc.cli", "checkpoint", "show", "--source", "s0", "--config", str(c.config_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    stored = group.checkpoint("s0")
+    assert shown.returncode == 0 and stored is not None, shown.stderr
+    assert (orjson.loads(shown.stdout)["file"], orjson.loads(shown.stdout)["pos"]) == (
+        stored.position.file, stored.position.pos,
+    )  # fmt: skip
     for m in (survivor, c):
         assert m.stop() == 0, m.output()[-3000:]
 

@@ -233,3 +233,22 @@ def test_config_errors_of_a_group_are_clear(tmp_path: Path) -> None:
             text=True,
         )
         assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_commands_act_on_one_source_of_a_group(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump({"checkpoint": {"store": "kafka"}, "cluster": {"group_id": "g", "sources": [{"name": "a"}]}})
+    )
+
+    def check(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cdc.cli", "check", *args, "--config", str(path)], capture_output=True, text=True
+        )
+
+    assert "group g, sources a" in check("--offline").stdout
+    assert check("--offline", "--source", "a").returncode == 0
+    wrong = check("--offline", "--source", "b")
+    assert wrong.returncode == 2 and "no source 'b' in cluster.sources (known: a)" in wrong.stderr
+    online = check()  # which source? it would check the top-level server, which is none of them
+    assert online.returncode == 2 and "wpcdc check --source NAME" in online.stderr
