@@ -467,8 +467,13 @@ def probe_kafka(config: KafkaConfig, timeout_seconds: float = 5.0) -> None:
     bootstrap and 10 s metadata waits a running producer may take), without kafka-python's own log
     lines: the outcome is reported as a finding. Raises SinkError."""
     ms = int(timeout_seconds * 1000)
+    # Never transactional: registering the source's transactional id would fence the running `run`.
     bounded = config.model_copy(
-        update={"max_block_ms": min(config.max_block_ms, ms), "request_timeout_ms": min(config.request_timeout_ms, ms)}
+        update={
+            "max_block_ms": min(config.max_block_ms, ms),
+            "request_timeout_ms": min(config.request_timeout_ms, ms),
+            "delivery": "at_least_once",
+        }
     )
     library = logging.getLogger("kafka")
     level = library.level
