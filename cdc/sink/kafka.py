@@ -406,11 +406,7 @@ class KafkaProducerSink:
             # otherwise wait behind the open transaction until kafka.transaction_timeout_ms.
             try:
                 manager = self._producer._transaction_manager
-                sent = (
-                    manager._partitions_in_transaction
-                    or manager._pending_partitions_in_transaction
-                    or (manager._new_partitions_in_transaction)
-                )
+                sent = manager._partitions_in_transaction or manager.has_partitions_to_add()
                 if sent and not manager.has_fatal_error():
                     self._wait_txn(manager.begin_abort, "transaction abort")
             except Exception:  # a dead broker, a fenced producer: the next owner's init aborts it
