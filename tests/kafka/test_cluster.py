@@ -398,3 +398,37 @@ def test_a_paused_member_is_fenced_and_nothing_it_sent_after_losing_its_sources_
     )
     for m in (a, b):
         assert m.stop() == 0, m.output()[-3000:]
+
+
+def test_a_control_topic_with_more_partitions_than_sources_stops_run_with_the_fix_and_a_smaller_one_grows(
+    apache_kafka: Any, tmp_path: Path
+) -> None:
+    from cdc.cluster import ensure_control_topic
+
+    topic = f"control-{os.getpid()}-{time.monotonic_ns()}"
+    admin = KafkaAdminClient(bootstrap_servers=apache_kafka.bootstrap, client_id="wpcdc-tests")
+    try:
+        admin.create_topics([NewTopic(topic, 2, 1)])
+    finally:
+        admin.close()
+    config: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": [apache_kafka.bootstrap]},
+        "checkpoint": {"store": "kafka", "path": str(tmp_path / "cp.json")},
+        "cluster": {"group_id": topic, "control_topic": topic, "sources": [{"name": "a"}]},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "cdc.cli", "run", "--config", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 6, result.stderr
+    assert f"the control topic {topic!r} has 2 partitions but cluster.sources lists 1" in result.stderr
+    assert "fix:" in result.stderr and "Traceback" not in result.stderr
+    # Sources appended to the list: the topic grows, the existing partitions keep their sources.
+    config["cluster"]["sources"] = [{"name": n, "wordpress": {"database": n}} for n in "abc"]
+    assert ensure_control_topic(parse_config(config)) == topic
+    admin = KafkaAdminClient(bootstrap_servers=apache_kafka.bootstrap, client_id="wpcdc-tests")
+    try:
+        assert len(admin.describe_topics([topic])[0]["partitions"]) == 3
+    finally:
+        admin.close()
