@@ -53,7 +53,16 @@ def _friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-config_option = click.option(
+_SOURCE = "wpcdc.source"
+
+
+def _remember_source(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        ctx.meta[_SOURCE] = value
+    return value
+
+
+_config_path_option = click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -61,12 +70,44 @@ config_option = click.option(
     show_default=True,
     help="YAML configuration file (see config.yaml for every key).",
 )
+# Every command that reads the config can act on one of cluster.sources, exactly as that source's
+# `run --source` child sees it (its connection, checkpoint, topics).
+_source_option = click.option(
+    "--source",
+    default=None,
+    expose_value=False,
+    callback=_remember_source,
+    help="With cluster.sources: act on this source alone (what a group member runs as `run --source NAME`).",
+)
+
+
+def config_option(fn: F) -> F:
+    return _config_path_option(_source_option(fn))  # type: ignore[no-any-return]
+
+
+def _source_name() -> str | None:
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(_SOURCE) if ctx is not None else None
 
 
 def _load(config_path: Path) -> Config:
     setup_logging()
     config = load_config(config_path)
-    setup_logging(config.log.level, config.log.format)
+    name = _source_name()
+    if name is None:
+        setup_logging(config.log.level, config.log.format)
+        return config
+    import os
+
+    from cdc.config import ENV_MYSQL_PASSWORD
+    from cdc.errors import ConfigError
+
+    if config.cluster.group_id is None:
+        raise ConfigError(f"--source {name}: {config_path} has no cluster.sources", "leave out --source")
+    if name in config.source_names() and config.source_has_own_password(name):
+        os.environ.pop(ENV_MYSQL_PASSWORD, None)  # the variable is the top level's password
+    config = config.for_source(name)
+    setup_logging(config.log.level, config.log.format, source=name)
     return config
 
 
@@ -79,15 +120,26 @@ def main() -> None:
 @main.command()
 @config_option
 @click.option("--sink", type=click.Choice(["kafka", "stdout"]), default="kafka", show_default=True)
+@click.option("--lease-seconds", type=float, default=None, hidden=True)
 @_friendly
-def run(config_path: Path, sink: str) -> None:
+def run(config_path: Path, sink: str, lease_seconds: float | None) -> None:
     """Tail the binlog, publish events, checkpoint. Runs until SIGTERM/SIGINT, then flushes,
     writes the checkpoint and exits 0. Resumes from the checkpoint; without one, starts at
-    source.start_at."""
+    source.start_at. With cluster.group_id: joins the group and runs the sources Kafka assigns
+    to this process (see "Running several" in the README)."""
     from cdc.runner import run_live
 
     config = _load(config_path)
     stop = _stop_on_signals()
+    if lease_seconds is not None:
+        from cdc.cluster import watch_lease
+
+        watch_lease(stop, lease_seconds)
+    if config.cluster.group_id is not None:
+        from cdc.cluster import run_member
+
+        run_member(config, config_path, sink, stop)
+        return
     run_live(config, sink, stop)
 
 
@@ -346,9 +398,18 @@ def check(config_path: Path, offline: bool) -> None:
     """Preflight: configuration, server settings, privileges, tables, checkpoint, Kafka topics.
     Exits 0 when `run` would start, 3 otherwise."""
     config = _load(config_path)
+    names = config.source_names()
     if offline:
-        click.echo(f"ok       configuration {config_path}")
+        group = f" (group {config.cluster.group_id}, sources {', '.join(names)})" if names else ""
+        click.echo(f"ok       configuration {config_path}{group}")
         return
+    if names:
+        from cdc.errors import ConfigError
+
+        raise ConfigError(
+            f"{config_path} is a group's config ({len(names)} sources): name the source to check",
+            "`wpcdc check --source NAME` for each of " + ", ".join(names),
+        )
     from cdc.errors import PreflightError, WpcdcError
     from cdc.runner import make_store
     from cdc.sink.kafka import probe_kafka

@@ -355,6 +355,87 @@ class MetricsConfig(_Strict):
     ready_max_lag_seconds: float = Field(60.0, gt=0)
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class ClusterSourceMySQL(_Strict):
+    # Each null takes the top-level mysql value (every other mysql key is always the top level's).
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    user: str | None = None
+    # Either of these replaces both top-level ones, and then also wins over WPCDC_MYSQL_PASSWORD
+    # (the variable is the top level's password, for sources that set neither).
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    # null: the top-level mysql.server_id + 2 * the source's index (replay reads as the id + 1).
+    server_id: int | None = Field(None, ge=1, le=4294967295)
+
+
+class ClusterSourceWordPress(_Strict):
+    database: str | None = None
+    table_prefix: str | None = None
+
+    @field_validator("table_prefix")
+    @classmethod
+    def _prefix_is_identifier(cls, v: str | None) -> str | None:
+        return None if v is None else WordPressConfig._prefix_is_identifier(v)
+
+
+class ClusterSource(_Strict):
+    # Names the source in logs, metrics (label `source`) and `wpcdc run --source NAME`.
+    name: str
+    mysql: ClusterSourceMySQL = Field(default_factory=ClusterSourceMySQL)
+    wordpress: ClusterSourceWordPress = Field(default_factory=ClusterSourceWordPress)
+    # null: the top-level kafka.topic / kafka.dead_letter_topic (sources then share it; post keys of
+    # different databases are alike, only the event_id tells the server).
+    topic: str | None = None
+    dead_letter_topic: str | None = None
+    # The source's own checkpoint record; null: "<host>:<port>/<database>" of the source (the top-level
+    # checkpoint.kafka_key is never inherited: two sources must not share a key).
+    checkpoint_key: str | None = None
+    # The local lock and snapshot-request files; null: checkpoint.path with ".<name>" before its suffix.
+    checkpoint_path: Path | None = None
+    # kafka.delivery exactly_once: the source's transactional id; null: "wpcdc:" + its checkpoint key.
+    transactional_id: str | None = None
+    # With metrics.enabled, the source's own /metrics and /readyz (on metrics.host); null:
+    # metrics.port + 1 + the source's index.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, v: str) -> str:
+        if not _NAME.fullmatch(v):
+            raise ValueError("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return v
+
+
+class ClusterConfig(_Strict):
+    # null: one process, one source (the top-level mysql/wordpress), as without this section. Set: this
+    # process joins the Kafka consumer group of this id with every other process of the same group_id,
+    # and Kafka's assignment decides which process runs which of `sources`.
+    group_id: str | None = None
+    # One partition per source (partition p runs sources[p]); created at start with that many
+    # partitions, or checked. null: "wpcdc.cluster.<group_id>".
+    control_topic: str | None = None
+    # Replication of the control topic when wpcdc creates it (-1: the broker's default.replication.factor).
+    control_topic_replication_factor: int = Field(-1, ge=-1)
+    # A process not heard from this long (killed, paused, cut off) loses its sources to the others.
+    # The broker only accepts values between its group.min/max.session.timeout.ms (6 s to 30 min).
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(1_000, ge=100)
+    # On revocation (or shutdown) a source gets this long to flush, checkpoint and stop before it is
+    # killed; the rebalance waits for it.
+    stop_timeout_seconds: float = Field(30.0, gt=0)
+    # A source that exits while this process still owns it is restarted after a backoff doubling up to this.
+    restart_backoff_max_seconds: float = Field(30.0, gt=0)
+    # The sources of the group, in a fixed order that every process of the group must share (append
+    # new ones at the end). Each key not set here is the top level's.
+    sources: list[ClusterSource] = Field(default_factory=list)
+
+    def topic(self) -> str:
+        return self.control_topic or f"wpcdc.cluster.{self.group_id}"
+
+
 class Config(_Strict):
     mysql: MySQLConfig = Field(default_factory=MySQLConfig)
     wordpress: WordPressConfig = Field(default_factory=WordPressConfig)
@@ -366,6 +447,7 @@ class Config(_Strict):
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     def checkpoint_key(self) -> str:
         """The source identity a Kafka-stored checkpoint is keyed by: with mysql.hosts, the first of
@@ -396,6 +478,96 @@ class Config(_Strict):
                 "kafka.delivery: at_least_once"
             )
         return self
+
+    @model_validator(mode="after")
+    def _cluster_is_complete(self) -> Config:
+        cluster = self.cluster
+        if cluster.group_id is None:
+            if cluster.sources:
+                raise ValueError(
+                    "cluster.sources is set but cluster.group_id is not: the sources are run by a group of wpcdc "
+                    "processes; set cluster.group_id (the same in every process), or remove cluster.sources"
+                )
+            return self
+        if not cluster.sources:
+            raise ValueError(
+                "cluster.group_id is set but cluster.sources is empty: list the sources the group runs "
+                "(each with at least a name and its wordpress.database or mysql.host)"
+            )
+        if self.checkpoint.store != "kafka":
+            # Another machine takes a source over: its position must not live on this machine's disk.
+            raise ValueError(
+                "cluster.group_id needs checkpoint.store kafka: a source moves between processes (and machines), "
+                "so its checkpoint must be in Kafka; set checkpoint.store: kafka"
+            )
+        if cluster.heartbeat_interval_ms * 3 > cluster.session_timeout_ms:
+            raise ValueError(
+                "cluster.heartbeat_interval_ms must be at most a third of cluster.session_timeout_ms "
+                "(a member misses a heartbeat or two without losing its sources)"
+            )
+        seen: dict[str, dict[object, str]] = {}
+        for s in cluster.sources:
+            c = self.for_source(s.name)
+            for what, value in (
+                ("name", s.name),
+                ("checkpoint key", c.checkpoint_key()),
+                ("transactional id", c.transactional_id()),
+                ("checkpoint path", c.checkpoint.path),
+                ("mysql host, port and server_id", (c.mysql.host, c.mysql.port, c.mysql.server_id)),
+                ("metrics port", c.metrics.port if c.metrics.enabled else s.name),
+            ):
+                other = seen.setdefault(what, {}).get(value)
+                if other is not None:
+                    raise ValueError(
+                        f"cluster.sources {other!r} and {s.name!r} have the same {what}; every source needs its own"
+                    )
+                seen[what][value] = s.name
+        return self
+
+    def source_names(self) -> list[str]:
+        return [s.name for s in self.cluster.sources]
+
+    def for_source(self, name: str) -> Config:
+        """The single-source configuration that runs cluster source `name` (`wpcdc run --source NAME`):
+        the top level with the source's own keys."""
+        index = next((i for i, s in enumerate(self.cluster.sources) if s.name == name), None)
+        if index is None:
+            known = ", ".join(self.source_names()) or "none"
+            raise ConfigError(f"there is no source {name!r} in cluster.sources (known: {known})", "use one of those")
+        s = self.cluster.sources[index]
+        mysql = {k: v for k, v in s.mysql.model_dump().items() if v is not None}
+        if "password" in mysql or "password_file" in mysql:
+            mysql = {"password": None, "password_file": None, **mysql}
+        mysql.setdefault("server_id", self.mysql.server_id + 2 * index)
+        path = self.checkpoint.path
+        return self.model_copy(
+            update={
+                "mysql": self.mysql.model_copy(update=mysql),
+                "wordpress": self.wordpress.model_copy(
+                    update={k: v for k, v in s.wordpress.model_dump().items() if v is not None}
+                ),
+                "kafka": self.kafka.model_copy(
+                    update={
+                        "topic": s.topic or self.kafka.topic,
+                        "dead_letter_topic": s.dead_letter_topic or self.kafka.dead_letter_topic,
+                        "transactional_id": s.transactional_id,
+                    }
+                ),
+                "checkpoint": self.checkpoint.model_copy(
+                    update={
+                        "kafka_key": s.checkpoint_key,
+                        "path": s.checkpoint_path or path.with_name(f"{path.stem}.{s.name}{path.suffix}"),
+                    }
+                ),
+                "metrics": self.metrics.model_copy(update={"port": s.metrics_port or self.metrics.port + 1 + index}),
+                "cluster": ClusterConfig(),
+            }
+        )
+
+    def source_has_own_password(self, name: str) -> bool:
+        """WPCDC_MYSQL_PASSWORD is the top level's: a source with its own password must not get it."""
+        s = next(s for s in self.cluster.sources if s.name == name)
+        return s.mysql.password is not None or s.mysql.password_file is not None
 
 
 # A key whose name says it holds a secret: its value (and a mistyped key that may be the value) is

@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cdc.errors import ConfigError
+from cdc.ops.group import GroupMetrics
 from cdc.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class _BoundedServer(ThreadingHTTPServer):
 class ObservabilityServer:
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: Metrics | GroupMetrics,
         host: str,
         port: int,
         max_lag_seconds: float,

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cdc.config import ENV_MYSQL_PASSWORD, load_config, parse_config
 from cdc.errors import ConfigError
@@ -240,3 +243,39 @@ def test_bad_mysql_hosts_name_the_key_and_entry(hosts: list[str], says: str) -> 
     with pytest.raises(ConfigError) as err:
         parse_config({"mysql": {"hosts": hosts}})
     assert "mysql.hosts" in err.value.problem and says in err.value.problem
+
+
+def test_config_errors_of_a_group_are_clear(tmp_path: Path) -> None:
+    base = {"checkpoint": {"store": "kafka"}, "cluster": {"group_id": "g", "sources": [{"name": "a"}, {"name": "a"}]}}
+    path = tmp_path / "c.yaml"
+    for config, expected in (
+        (base, "cluster.sources 'a' and 'a' have the same name"),
+        ({**base, "checkpoint": {"store": "file"}}, "cluster.group_id needs checkpoint.store kafka"),
+        ({"cluster": {"sources": [{"name": "a"}]}}, "cluster.sources is set but cluster.group_id is not"),
+    ):
+        path.write_text(yaml.safe_dump(config))
+        result = subprocess.run(
+            [sys.executable, "-m", "cdc.cli", "check", "--offline", "--config", str(path)],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_commands_act_on_one_source_of_a_group(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump({"checkpoint": {"store": "kafka"}, "cluster": {"group_id": "g", "sources": [{"name": "a"}]}})
+    )
+
+    def check(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cdc.cli", "check", *args, "--config", str(path)], capture_output=True, text=True
+        )
+
+    assert "group g, sources a" in check("--offline").stdout
+    assert check("--offline", "--source", "a").returncode == 0
+    wrong = check("--offline", "--source", "b")
+    assert wrong.returncode == 2 and "no source 'b' in cluster.sources (known: a)" in wrong.stderr
+    online = check()  # which source? it would check the top-level server, which is none of them
+    assert online.returncode == 2 and "wpcdc check --source NAME" in online.stderr

@@ -122,3 +122,22 @@ def test_build_context_leaves_out_local_state() -> None:
     assert {".git", ".venv", "var", "**/__pycache__"} <= patterns
     for needed in ("pyproject.toml", "README.md", "cdc"):  # what the Dockerfile COPYs
         assert needed not in patterns and (context / needed).exists()
+
+
+def test_two_wpcdc_services_form_one_group_each_with_its_own_volume() -> None:
+    from cdc.config import load_config
+
+    services = compose()["services"]
+    members = {name: svc for name, svc in services.items() if name.startswith("wpcdc")}
+    assert len(members) == 2
+    mounts = [{v.split(":")[0]: v.split(":")[1] for v in svc["volumes"]} for svc in members.values()]
+    assert all(m["./wpcdc.yaml"] == "/etc/wpcdc/config.yaml" for m in mounts)  # one config, one group
+    data = [src for m in mounts for src, dst in m.items() if dst == "/var/lib/wpcdc"]
+    assert len(set(data)) == 2, data  # each its own disk, as on its own machine
+    config = load_config(DOCKER / "wpcdc.yaml")
+    assert config.cluster.group_id and config.checkpoint.store == "kafka"
+    init = services["kafka-init"]["command"][0]
+    assert f"--topic {config.checkpoint.kafka_topic} " in init and "cleanup.policy=compact" in init
+    prom = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert {f"{name}:{config.metrics.port}" for name in members} <= targets

@@ -17,7 +17,7 @@ ROOT = Path(cdc.__file__).resolve().parent
 # on one line are siblings that must not import each other.
 LAYERS: list[tuple[str, ...]] = [
     ("cdc.cli", "cdc.dev"),
-    ("cdc.runner",),
+    ("cdc.runner", "cdc.cluster"),
     ("cdc.pipeline",),
     ("cdc.ops",),
     ("cdc.sink", "cdc.checkpoint"),
