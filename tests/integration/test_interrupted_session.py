@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,10 +25,14 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupted_session_leaves_no_process_behind(tmp_path: Path, how: str) -> None:
     ready = tmp_path / "ready"
+    # A short base of its own: under xdist tmp_path is deep enough that the inner MariaDB's socket path
+    # passes the 107-byte AF_UNIX limit. Not xdist's variables either: the inner session is a plain one.
+    inner = Path(tempfile.mkdtemp(prefix="wpcdc-ip-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'inner'}",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={inner / 'b'}",
          "tests/integration/interrupt_probe.py"],
-        cwd=ROOT, env={**os.environ, "WPCDC_PROBE_READY": str(ready)}, stdout=subprocess.PIPE,
+        cwd=ROOT, env={**env, "WPCDC_PROBE_READY": str(ready)}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True,  # its own terminal-like group
     )  # fmt: skip
     try:
@@ -50,6 +56,7 @@ def test_interrupted_session_leaves_no_process_behind(tmp_path: Path, how: str) 
     left = {pid: cmd for pid, cmd in started.items() if running(pid)}
     for pid in left:  # do not leave them to the next test either
         os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(inner, ignore_errors=True)
     assert not left, f"still running after the interrupted session: {left}\n{out}"
     assert proc.returncode == 2, out  # pytest's "interrupted", after its teardown ran
 
