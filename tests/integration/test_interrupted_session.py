@@ -5,9 +5,9 @@ left running, found by PID), and servers started side by side do not break each 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
-import shutil
 import sys
 import tempfile
 import time

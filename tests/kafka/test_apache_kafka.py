@@ -129,5 +129,5 @@ def test_a_wrong_scram_password_is_a_clear_error_without_the_secret(asite: Site,
     assert f"rejected the SASL credentials of user {SCRAM_USER!r}" in out and "fix:" in out, out
     assert wrong not in out and "Traceback" not in out
     check = asite.cli("check")
-    assert check.returncode == 3 and "rejected the SASL credentials" in check.stdout
+    assert check.returncode == 3 and "rejected the SASL credentials" in check.stdout, check.stdout
     assert wrong not in check.stdout + check.stderr
