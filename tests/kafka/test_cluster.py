@@ -28,6 +28,7 @@ from cdc.checkpoint.store import Checkpoint
 from cdc.config import parse_config
 from cdc.core.position import BinlogPosition
 from cdc.dev.stack import MYSQL_PASSWORD
+from tests.conftest import BROKER_FIGURES as FIGURES
 from tests.faults.test_outages import Writer
 from tests.integration.conftest import Site, Stack
 from tests.integration.test_operations import get, scrape, wait_until
@@ -314,8 +315,8 @@ def test_kill_9_of_a_member_moves_its_sources_to_the_others_with_nothing_lost_sl
     group.stop_writers()
     group.wait_checkpoints_past_end()
     figures = group.verify()
-    print(
-        f"\ngroup kill -9: {len(moved)} source(s) of the killed member started by the survivor "
+    FIGURES.append(
+        f"group kill -9: {len(moved)} source(s) of the killed member started by the survivor "
         f"{takeover:.1f}s after the kill, streaming after {streaming:.1f}s (session timeout {SESSION_MS / 1000:g}s); "
         f"{figures['expected']} events expected, 0 lost, "
         f"{figures['duplicates']} duplicates (at_least_once); survivor saw {changes:g} ownership changes"
@@ -390,8 +391,8 @@ def test_a_paused_member_is_fenced_and_nothing_it_sent_after_losing_its_sources_
     group.wait_checkpoints_past_end()
     figures = group.verify()
     assert figures["duplicates"] == 0, figures  # a commit of the fenced owner would show as duplicates
-    print(
-        f"\ngroup SIGSTOP (exactly_once): {len(moved)} source(s) of the paused member started by the other "
+    FIGURES.append(
+        f"group SIGSTOP (exactly_once): {len(moved)} source(s) of the paused member started by the other "
         f"{takeover:.1f}s after the pause, its first commit {committed:.1f}s after (paused {paused:.1f}s, session "
         f"timeout {SESSION_MS / 1000:g}s); on SIGCONT the old sources stopped by: {stopped_by}; read_committed: "
         f"{figures['expected']} events expected, 0 lost, {figures['duplicates']} duplicates"

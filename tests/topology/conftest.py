@@ -13,9 +13,11 @@ import pytest
 
 from cdc.dev.stack import Tansu
 from cdc.dev.topology import Topology
+from tests.conftest import summary_lines
 from tests.integration.conftest import Site, Stack
 
-FIGURES: list[str] = []
+# Shipped to the xdist controller, which prints the summary (a plain list stayed in the worker).
+FIGURES: list[str] = summary_lines("failover scenarios", [])
 
 
 @pytest.fixture(scope="session")
