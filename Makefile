@@ -67,7 +67,10 @@ unit: venv
 schemas: venv
 	$(VENV)/bin/wpcdc schemas export --out schemas
 
-bench: venv mariadb mysql
+# `kafka` installs Java 17 and Maven when missing: the delivery comparison runs Apache Kafka, and the
+# Debezium comparison's harness (bench/debezium/) is built with Maven on the first run (bench.py
+# caches it in ~/.cache/wpcdc/debezium-3.6.1/; `--no-debezium` skips it).
+bench: venv mariadb mysql kafka
 	$(PY) bench/bench.py
 
 bench-snapshot: venv mariadb

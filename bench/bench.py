@@ -8,6 +8,9 @@ beside at_least_once (live `run` on Apache Kafka, rows/s and CPU s per 1,000 row
 binlog 4x as long, a variant where term/post lookups miss (its own raw rate and ratio), the issue's
 goals met or not, and commit-to-broker latency of isolated changes under light load. The same workload runs on
 MariaDB and on Oracle MySQL (cdc/dev/mysql.py), one after the other, and a table puts them side by side.
+Beside wpcdc's 1x replay, Debezium's embedded engine streams the same range (bench/debezium_harness.py,
+no Kafka) and the issue's goals against it are printed; both systems get a "first -> last row" rate
+and a "start -> last row" rate on the same clock (--no-debezium skips it).
 
     make bench                       # or: .venv/bin/python bench/bench.py --posts 8000 --servers mysql
 """
@@ -28,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import debezium_harness as dbz
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 from pymysqlreplication import BinLogStreamReader
@@ -38,6 +42,7 @@ from cdc.dev.stack import MYSQL_PASSWORD, MYSQL_USER, MariaDB, Tansu, create_top
 
 DB = "wp_bench"
 DB_MISS = "wp_bench_miss"  # the lookup-miss variant's site
+CAPTURED = ["wp_posts", "wp_postmeta", "wp_term_relationships"]  # the tables Debezium is told to capture
 # The issue's goals (#16), printed against each run's figures.
 GOAL_RAW_RATIO = 3.0  # wpcdc -> Kafka acked, as a multiple of the raw library's decode rate
 GOAL_MISS_RAW_RATIO = 2.2  # the same when term/post lookups miss
@@ -136,7 +141,9 @@ def generate_misses(db: MariaDB | MySQL, posts: int, seed: int = 9) -> tuple[str
     return start, rows
 
 
-def raw_decode(db: MariaDB | MySQL, start: str, end: str, schema: str = DB) -> tuple[int, float]:
+def raw_decode(
+    db: MariaDB | MySQL, start: str, end: str, schema: str = DB, tables: list[str] | None = None
+) -> tuple[int, float]:
     file, pos = start.split(":")
     reader = BinLogStreamReader(
         connection_settings={"host": "127.0.0.1", "port": db.port, "user": "root", "passwd": ""},
@@ -146,6 +153,7 @@ def raw_decode(db: MariaDB | MySQL, start: str, end: str, schema: str = DB) -> t
         log_pos=int(pos),
         blocking=False,
         only_schemas=[schema],
+        only_tables=tables,
         only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
         enable_logging=False,
     )
@@ -291,32 +299,51 @@ class Run:
     summary: dict[str, object]
     peak_mib: float
     cpu: dict[str, float]  # user + sys seconds per process
+    # On the bench's clock, as for Debezium: the reader's "connected to the binlog" line (logged when
+    # the first item is read) to the summary line (printed once every event is acked), and the
+    # process's spawn to the summary line; the CPU seconds of all its processes between those lines.
+    first_to_last: float = 0.0
+    start_to_last: float = 0.0
+    steady_cpu: float = 0.0
 
     @property
     def seconds(self) -> float:
         return float(self.summary["seconds"])  # type: ignore[arg-type]
 
 
-def drain(proc: subprocess.Popen[str]) -> str:
+def drain(proc: subprocess.Popen[str], marks: dict[str, tuple[float, float]] | None = None) -> str:
     """Reads stdout (discarded) and stderr to their ends without reaping the process (so `wait` can
-    still read its CPU time); returns stderr."""
+    still read its CPU time); returns stderr. `marks`: line fragments -> filled with the perf_counter
+    at which the first stderr line holding each arrived and the process tree's CPU seconds then."""
     assert proc.stdout is not None and proc.stderr is not None
     out = threading.Thread(target=proc.stdout.read, daemon=True)
     out.start()
-    err = proc.stderr.read()
+    lines: list[str] = []
+    for line in proc.stderr:
+        if marks is not None:
+            for fragment in marks:
+                if not marks[fragment][0] and fragment in line:
+                    marks[fragment] = (time.perf_counter(), tree_cpu_seconds(proc.pid))
+        lines.append(line)
     out.join()
-    return err
+    return "".join(lines)
 
 
 def replay(config: Path, start: str, end: str) -> Run:
+    spawned = time.perf_counter()
     proc = wpcdc("replay", "--config", str(config), "--from", start, "--to", end, "--sink", "kafka")
     tree = ProcessTree(proc)
-    err = drain(proc)
+    marks = {"connected to the binlog": (0.0, 0.0), "replay summary: ": (0.0, 0.0)}
+    err = drain(proc, marks)
     code = tree.wait()
     if code != 0:
         raise SystemExit(f"streamer failed ({code}):\n{err}")
     line = next(x for x in err.splitlines() if x.startswith("replay summary: "))
-    return Run(json.loads(line.removeprefix("replay summary: ")), tree.peak_mib(), tree.cpu_by_name())
+    (first, cpu_first), (last, cpu_last) = marks["connected to the binlog"], marks["replay summary: "]
+    return Run(
+        json.loads(line.removeprefix("replay summary: ")), tree.peak_mib(), tree.cpu_by_name(),
+        first_to_last=last - first if first else 0.0, start_to_last=last - spawned, steady_cpu=cpu_last - cpu_first,
+    )  # fmt: skip
 
 
 def live(config: Path, bootstrap: str, start: str, rows: int, events: int) -> tuple[float, float]:
@@ -355,6 +382,74 @@ def live(config: Path, bootstrap: str, start: str, rows: int, events: int) -> tu
         raise SystemExit(f"live run delivered {seen} of {events} events")
     tree.stop()
     return rows / max(done - connected[0], 1e-6), tree.peak_mib()
+
+
+@dataclass
+class DebeziumRun:
+    rows: int
+    first_to_last: float  # inside the JVM: first change record to the last
+    start_to_last: float  # the bench's clock: the JVM's spawn to its result line (start-up included)
+    cpu: float  # the JVM's user + sys seconds, the whole process (start-up and shutdown included)
+    peak_mib: float
+    steady_cpu: float  # the JVM's CPU seconds from the first change record to the last
+
+
+def start_state(db: MariaDB | MySQL, kind: str) -> tuple[str, str]:
+    """FILE:POS where the next transaction starts, and the GTID state there (what Debezium resumes
+    by when the server has GTIDs), read together."""
+    with db.root() as conn, conn.cursor() as cur:
+        cur.execute("SHOW BINARY LOG STATUS" if kind == "mysql" else "SHOW MASTER STATUS")
+        row = cur.fetchone()
+        mariadb_pos = None
+        if kind == "mariadb":
+            cur.execute("SELECT @@gtid_binlog_pos")
+            mariadb_pos = cur.fetchone()[0]
+    return f"{row[0]}:{row[1]}", dbz.gtid_state(kind, row, mariadb_pos)
+
+
+def debezium_run(cp: str, kind: str, db: MariaDB | MySQL, start: str, gtids: str, rows: int, work: Path) -> DebeziumRun:
+    """One run of Debezium's embedded engine over the range from `start` until `rows` change records
+    of the captured tables arrived. Raises SystemExit naming the failure (the engine's log is kept)."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    cmd = dbz.command(
+        cp, kind, host="127.0.0.1", port=db.port, user=MYSQL_USER, database=DB, tables=CAPTURED,
+        start=start, gtids=gtids, rows=rows, workdir=work / "state",
+    )  # fmt: skip
+    log = work / "debezium.log"
+    spawned = time.perf_counter()
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+            env={**os.environ, "WPCDC_MYSQL_PASSWORD": MYSQL_PASSWORD},
+        )  # fmt: skip
+        tree = ProcessTree(proc)
+        assert proc.stdout is not None
+        lines, result_at = [], 0.0
+        for line in proc.stdout:
+            if not result_at and line.startswith(dbz.RESULT_PREFIX):
+                result_at = time.perf_counter()
+            lines.append(line)
+        code = tree.wait()
+    try:
+        result = dbz.parse_result("".join(lines))
+    except dbz.HarnessError as e:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"Debezium run failed (exit {code}): {e}\nlast lines of {log}:\n{tail}") from None
+    cpu = sum(tree.cpu.values())
+    return DebeziumRun(
+        result.rows, result.first_to_last_s, result_at - spawned, cpu, tree.peak_mib(), result.steady_cpu_s
+    )
+
+
+def debezium_runs(
+    cp: str, kind: str, db: MariaDB | MySQL, start: str, gtids: str, rows: int, work: Path
+) -> list[DebeziumRun]:
+    """One run, or three when one is short (< 20 s start -> last row): figures are their medians."""
+    runs = [debezium_run(cp, kind, db, start, gtids, rows, work / "run-1")]
+    if runs[0].start_to_last < dbz.SHORT_RUN_S:
+        runs += [debezium_run(cp, kind, db, start, gtids, rows, work / f"run-{i}") for i in (2, 3)]
+    return runs
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -528,9 +623,19 @@ def main() -> None:
         "--no-delivery", dest="delivery", action="store_false",
         help="skip kafka.delivery at_least_once vs exactly_once (on Apache Kafka, needs Java)",
     )  # fmt: skip
+    ap.add_argument(
+        "--no-debezium", dest="debezium", action="store_false",
+        help="skip Debezium's embedded engine on the same range (needs Java 17 and Maven; built once)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     shutil.rmtree(args.dir, ignore_errors=True)
+    args.debezium_cp = {}
+    if args.debezium:  # built (or found cached) before any server starts: a missing Java fails here
+        try:
+            args.debezium_cp = {kind: dbz.classpath(kind) for kind in args.servers.split(",")}
+        except dbz.HarnessError as e:
+            raise SystemExit(f"bench: {e}") from None
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, Tansu")
     results = {kind: bench_server(kind, args) for kind in args.servers.split(",")}
     if len(results) > 1:
@@ -589,7 +694,7 @@ def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
         config, config_miss = (write_config(base, db, broker, database) for database in (DB, DB_MISS))
         out["server"] = f"{'MySQL' if kind == 'mysql' else 'MariaDB'} {db.version.split('-')[0]}"
         print(f"\n== {out['server']} ({db.version}) on :{db.port}")
-        start = db.binlog_end()
+        start, gtids = start_state(db, kind)
         t = time.perf_counter()
         rows_1x = generate(db, args.posts, seed=7)
         end_1x = db.binlog_end()
@@ -612,9 +717,40 @@ def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
         print(f"  CPU per 1,000 row changes (user + sys, median of 3): {cpu_line(cpu_1x, decoded)}")
         print("  " + goal("wpcdc / raw decode", rate_1x / raw_rate, GOAL_RAW_RATIO, "x"))
         print("  " + goal("peak RSS, all wpcdc processes", peak_1x, GOAL_RSS_MIB, " MiB", at_most=True, digits=0))
+        first_1x = statistics.median(decoded / r.first_to_last for r in runs)
+        whole_1x = statistics.median(decoded / r.start_to_last for r in runs)
+        steady_1x = statistics.median(1000 * r.steady_cpu / decoded for r in runs)
+        print(
+            f"  same basis as Debezium (median of 3): first -> last row {first_1x:,.0f} rows/s, "
+            f"start -> last row {whole_1x:,.0f} rows/s; CPU first -> last row only {steady_1x:.3f} s / 1k rows"
+        )
         out["wpcdc replay -> Kafka acked, rows/s"] = f"{rate_1x:,.0f} ({rate_1x / raw_rate:.2f}x raw)"
+        out["wpcdc first->last / start->last, rows/s"] = f"{first_1x:,.0f} / {whole_1x:,.0f}"
         out["CPU s / 1k rows: reader + producer"] = cpu_short(cpu_1x, decoded)
         out["events (1x)"] = str(summary["events"])
+        if args.debezium:
+            captured, _ = raw_decode(db, start, end_1x, tables=CAPTURED)
+            d_runs = debezium_runs(args.debezium_cp[kind], kind, db, start, gtids, captured, base / "debezium")
+            d_first = statistics.median(r.rows / r.first_to_last for r in d_runs)
+            d_whole = statistics.median(r.rows / r.start_to_last for r in d_runs)
+            d_cpu = statistics.median(1000 * r.cpu / r.rows for r in d_runs)
+            d_peak = max(r.peak_mib for r in d_runs)
+            d_steady = statistics.median(1000 * r.steady_cpu / r.rows for r in d_runs)
+            version = dbz.VERSIONS[kind].removesuffix(".Final")
+            print(
+                f"Debezium {version} embedded, first -> last row (no Kafka): {d_first:,.0f} rows/s ({captured} rows), "
+                f"start -> last row {d_whole:,.0f} rows/s, CPU {d_cpu:.3f} s / 1k rows (JVM user+sys from /proc), "
+                f"peak RSS {d_peak:.0f} MiB  (median of {len(d_runs)} run{'s' if len(d_runs) > 1 else ''}; "
+                f"CPU first -> last row only {d_steady:.3f} s / 1k rows)"
+            )
+            for line in dbz.ratio_goals(first_1x, d_first, sum(cpu_1x.values()) * 1000 / decoded, d_cpu):
+                print("  " + line)
+            out["Debezium first->last / start->last, rows/s"] = f"{d_first:,.0f} / {d_whole:,.0f} ({version})"
+            out["Debezium CPU s / 1k rows / peak RSS MiB"] = f"{d_cpu:.3f} / {d_peak:.0f}"
+            out["CPU s / 1k rows first->last: wpcdc / Dbz"] = f"{steady_1x:.3f} / {d_steady:.3f}"
+            out["wpcdc / Debezium: rate, CPU per row"] = (
+                f"{first_1x / d_first:.2f}x, {sum(cpu_1x.values()) * 1000 / decoded / d_cpu:.2f}"
+            )
         live_rate, live_peak = live(config, broker.bootstrap, start, decoded, int(summary["events"]))  # type: ignore[arg-type]
         print(f"wpcdc run (live), same range:                 {live_rate:8,.0f} rows/s  peak RSS {live_peak:.0f} MiB")
         out["wpcdc run (live), rows/s"] = f"{live_rate:,.0f}"
