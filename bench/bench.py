@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -442,14 +443,19 @@ def debezium_run(cp: str, kind: str, db: MariaDB | MySQL, start: str, gtids: str
     )
 
 
-def debezium_runs(
-    cp: str, kind: str, db: MariaDB | MySQL, start: str, gtids: str, rows: int, work: Path
-) -> list[DebeziumRun]:
-    """One run, or three when one is short (< 20 s start -> last row): figures are their medians."""
-    runs = [debezium_run(cp, kind, db, start, gtids, rows, work / "run-1")]
-    if runs[0].start_to_last < dbz.SHORT_RUN_S:
-        runs += [debezium_run(cp, kind, db, start, gtids, rows, work / f"run-{i}") for i in (2, 3)]
-    return runs
+def replays_beside_debezium(
+    config: Path, start: str, end: str, debezium: Callable[[int], DebeziumRun] | None
+) -> tuple[list[Run], list[DebeziumRun]]:
+    """wpcdc's three replays of the range, each followed by a Debezium run when asked for, so a
+    change in the machine's load falls on both. Debezium runs once, or three times when its first
+    run is short (< 20 s start -> last row): its figures are their medians."""
+    runs: list[Run] = []
+    d_runs: list[DebeziumRun] = []
+    for i in range(3):
+        runs.append(replay(config, start, end))
+        if debezium is not None and (i == 0 or d_runs[0].start_to_last < dbz.SHORT_RUN_S):
+            d_runs.append(debezium(i + 1))
+    return runs, d_runs
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -706,7 +712,17 @@ def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
         print(f"python-mysql-replication as shipped, decode only: {raw_rate:8,.0f} rows/s ({decoded} rows)")
         out["library decode only, rows/s"] = f"{raw_rate:,.0f}"
 
-        runs = [replay(config, start, end_1x) for _ in range(3)]
+        run_debezium: Callable[[int], DebeziumRun] | None = None
+        if args.debezium:
+            captured, _ = raw_decode(db, start, end_1x, tables=CAPTURED)  # the count the harness waits for
+            cp = args.debezium_cp[kind]
+
+            def one_debezium(n: int) -> DebeziumRun:
+                return debezium_run(cp, kind, db, start, gtids, captured, base / "debezium" / f"run-{n}")
+
+            run_debezium = one_debezium
+
+        runs, d_runs = replays_beside_debezium(config, start, end_1x, run_debezium)
         summary, peak_1x = runs[0].summary, max(r.peak_mib for r in runs)
         rate_1x = statistics.median(decoded / r.seconds for r in runs)
         cpu_1x = median_cpu(runs)
@@ -728,9 +744,7 @@ def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
         out["wpcdc first->last / start->last, rows/s"] = f"{first_1x:,.0f} / {whole_1x:,.0f}"
         out["CPU s / 1k rows: reader + producer"] = cpu_short(cpu_1x, decoded)
         out["events (1x)"] = str(summary["events"])
-        if args.debezium:
-            captured, _ = raw_decode(db, start, end_1x, tables=CAPTURED)
-            d_runs = debezium_runs(args.debezium_cp[kind], kind, db, start, gtids, captured, base / "debezium")
+        if d_runs:
             d_first = statistics.median(r.rows / r.first_to_last for r in d_runs)
             d_whole = statistics.median(r.rows / r.start_to_last for r in d_runs)
             d_cpu = statistics.median(1000 * r.cpu / r.rows for r in d_runs)
@@ -740,7 +754,7 @@ def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
             print(
                 f"Debezium {version} embedded, first -> last row (no Kafka): {d_first:,.0f} rows/s ({captured} rows), "
                 f"start -> last row {d_whole:,.0f} rows/s, CPU {d_cpu:.3f} s / 1k rows (JVM user+sys from /proc), "
-                f"peak RSS {d_peak:.0f} MiB  (median of {len(d_runs)} run{'s' if len(d_runs) > 1 else ''}; "
+                f"peak RSS {d_peak:.0f} MiB  ({f'median of {len(d_runs)} runs' if len(d_runs) > 1 else '1 run'}; "
                 f"CPU first -> last row only {d_steady:.3f} s / 1k rows)"
             )
             for line in dbz.ratio_goals(first_1x, d_first, sum(cpu_1x.values()) * 1000 / decoded, d_cpu):
