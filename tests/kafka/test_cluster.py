@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from cdc.checkpoint.kafka import KafkaCheckpointStore
@@ -32,7 +31,8 @@ from tests.conftest import BROKER_FIGURES as FIGURES
 from tests.faults.test_outages import Writer
 from tests.integration.conftest import Site, Stack
 from tests.integration.test_operations import get, scrape, wait_until
-from tests.processes import descendants, running
+from tests.kafka.conftest import read_topic
+from tests.processes import descendants, running, wait_or_kill
 
 pytestmark = pytest.mark.kafka
 # The session's MariaDB only (the `stack` fixture's parameter, picked indirectly).
@@ -115,14 +115,7 @@ class MemberProcess:
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal_tree(signal.SIGKILL)
-            self.proc.wait(10)
-            raise
-        finally:
-            self._fh.close()
+        return wait_or_kill(self.proc, timeout, self._fh, lambda: self.signal_tree(signal.SIGKILL))
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -222,25 +215,7 @@ class Group:
 
     def events(self, site: Site) -> Counter[str]:
         """Event ids as a read_committed consumer sees them (a consumer of exactly_once output)."""
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed",
-            consumer_timeout_ms=200,
-        )  # fmt: skip
-        try:
-            parts = [TopicPartition(site.topic, p) for p in sorted(consumer.partitions_for_topic(site.topic) or [])]
-            consumer.assign(parts)
-            consumer.seek_to_beginning(*parts)
-            ends = consumer.end_offsets(parts)
-            ids: Counter[str] = Counter()
-            deadline = time.monotonic() + 120
-            while any(consumer.position(tp) < ends[tp] for tp in parts):
-                assert time.monotonic() < deadline, "reading the topic did not progress"
-                for records in consumer.poll(timeout_ms=200).values():
-                    for r in records:
-                        ids[orjson.loads(r.value)["event_id"]] += 1
-            return ids
-        finally:
-            consumer.close()
+        return Counter(str(v["event_id"]) for v in read_topic(site, idle=0))
 
     def verify(self) -> dict[str, int]:
         """Every row change's events are there (0 lost); returns the counts."""
