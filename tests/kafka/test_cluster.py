@@ -185,6 +185,19 @@ class Group:
         self.members.append(m)
         return m
 
+    def two_members_ready(self) -> tuple[MemberProcess, MemberProcess, set[str], dict[int, str]]:
+        """Members a and b, once the group runs every source once and both are ready: the one running
+        more sources (the one a test takes down), the other, the sources only the first runs and the
+        first's source processes."""
+        a, b = self.member("a"), self.member("b")
+        assert wait_until(self.all_running_once, timeout=90, every=0.5), _logs(self)
+        ready = wait_until(lambda: get(a.port, "/readyz")[0] == 200 and get(b.port, "/readyz")[0] == 200, 60)
+        assert ready, _logs(self)
+        owners = self.owners()
+        first = max((a, b), key=lambda m: sum(m.label in o for o in owners.values()))
+        moved = {name for name, o in owners.items() if o == [first.label]}
+        return first, b if first is a else a, moved, first.children()
+
     def owners(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {f"s{i}": [] for i in range(SOURCES)}
         for m in self.members:
@@ -262,14 +275,7 @@ def _logs(group: Group) -> str:
 @mariadb_leg
 def test_kill_9_of_a_member_moves_its_sources_to_the_others_with_nothing_lost_slow(make_group: Any) -> None:
     group = make_group()
-    a, b = group.member("a"), group.member("b")
-    assert wait_until(group.all_running_once, timeout=90, every=0.5), _logs(group)
-    assert wait_until(lambda: get(a.port, "/readyz")[0] == 200 and get(b.port, "/readyz")[0] == 200, 60), _logs(group)
-    owners = group.owners()
-    victim = max((a, b), key=lambda m: sum(m.label in o for o in owners.values()))
-    survivor = b if victim is a else a
-    moved = {name for name, o in owners.items() if o == [victim.label]}
-    children = victim.children()
+    victim, survivor, moved, children = group.two_members_ready()
     assert len(children) == len(moved), children
     time.sleep(1.0)  # under write load for a moment
     killed_at = time.monotonic()
@@ -319,14 +325,7 @@ def test_a_paused_member_is_fenced_and_nothing_it_sent_after_losing_its_sources_
     so when it wakes, its open transaction cannot commit: a read_committed consumer sees each row
     change's events exactly once, though both owners published the same binlog range."""
     group = make_group("exactly_once")
-    a, b = group.member("a"), group.member("b")
-    assert wait_until(group.all_running_once, timeout=90, every=0.5), _logs(group)
-    assert wait_until(lambda: get(a.port, "/readyz")[0] == 200 and get(b.port, "/readyz")[0] == 200, 60), _logs(group)
-    owners = group.owners()
-    victim = max((a, b), key=lambda m: sum(m.label in o for o in owners.values()))
-    other = b if victim is a else a
-    moved = {name for name, o in owners.items() if o == [victim.label]}
-    children = victim.children()
+    victim, other, moved, children = group.two_members_ready()
     time.sleep(1.0)
     paused_at = time.monotonic()
     victim.signal_tree(signal.SIGSTOP)  # the whole machine freezes: member, sources, producers
@@ -359,7 +358,7 @@ def test_a_paused_member_is_fenced_and_nothing_it_sent_after_losing_its_sources_
         ),
         60,
     ), _logs(group)
-    assert wait_until(lambda: group.all_running_once([a, b]), timeout=90, every=0.5), _logs(group)
+    assert wait_until(lambda: group.all_running_once([victim, other]), timeout=90, every=0.5), _logs(group)
     assert wait_until(lambda: get(victim.port, "/readyz")[0] == 200, timeout=90, every=0.5), _logs(group)
     time.sleep(1.0)
     group.stop_writers()
@@ -372,7 +371,7 @@ def test_a_paused_member_is_fenced_and_nothing_it_sent_after_losing_its_sources_
         f"timeout {SESSION_MS / 1000:g}s); on SIGCONT the old sources stopped by: {stopped_by}; read_committed: "
         f"{figures['expected']} events expected, 0 lost, {figures['duplicates']} duplicates"
     )
-    for m in (a, b):
+    for m in (victim, other):
         assert m.stop() == 0, m.output()[-3000:]
 
 
