@@ -302,7 +302,9 @@ class Run:
     cpu: dict[str, float]  # user + sys seconds per process
     # On the bench's clock, as for Debezium: the reader's "connected to the binlog" line (logged when
     # the first item is read) to the summary line (printed once every event is acked), and the
-    # process's spawn to the summary line; the CPU seconds of all its processes between those lines.
+    # process's spawn to the summary line. steady_cpu: all its processes' CPU seconds from the first
+    # of those lines to their exits (the producer child exits before the summary, having flushed:
+    # its last acknowledgement is in its close).
     first_to_last: float = 0.0
     start_to_last: float = 0.0
     steady_cpu: float = 0.0
@@ -312,10 +314,10 @@ class Run:
         return float(self.summary["seconds"])  # type: ignore[arg-type]
 
 
-def drain(proc: subprocess.Popen[str], marks: dict[str, tuple[float, float]] | None = None) -> str:
+def drain(proc: subprocess.Popen[str], marks: dict[str, tuple[float, dict[int, float]]] | None = None) -> str:
     """Reads stdout (discarded) and stderr to their ends without reaping the process (so `wait` can
     still read its CPU time); returns stderr. `marks`: line fragments -> filled with the perf_counter
-    at which the first stderr line holding each arrived and the process tree's CPU seconds then."""
+    at which the first stderr line holding each arrived and each process's CPU seconds then."""
     assert proc.stdout is not None and proc.stderr is not None
     out = threading.Thread(target=proc.stdout.read, daemon=True)
     out.start()
@@ -324,7 +326,9 @@ def drain(proc: subprocess.Popen[str], marks: dict[str, tuple[float, float]] | N
         if marks is not None:
             for fragment in marks:
                 if not marks[fragment][0] and fragment in line:
-                    marks[fragment] = (time.perf_counter(), tree_cpu_seconds(proc.pid))
+                    now = time.perf_counter()
+                    cpu = {p: ProcessTree._cpu(p) for p in ProcessTree._tree(proc.pid)}
+                    marks[fragment] = (now, {p: c for p, c in cpu.items() if c is not None})
         lines.append(line)
     out.join()
     return "".join(lines)
@@ -334,16 +338,20 @@ def replay(config: Path, start: str, end: str) -> Run:
     spawned = time.perf_counter()
     proc = wpcdc("replay", "--config", str(config), "--from", start, "--to", end, "--sink", "kafka")
     tree = ProcessTree(proc)
-    marks = {"connected to the binlog": (0.0, 0.0), "replay summary: ": (0.0, 0.0)}
+    marks: dict[str, tuple[float, dict[int, float]]] = {
+        "connected to the binlog": (0.0, {}),
+        "replay summary: ": (0.0, {}),
+    }
     err = drain(proc, marks)
     code = tree.wait()
     if code != 0:
         raise SystemExit(f"streamer failed ({code}):\n{err}")
     line = next(x for x in err.splitlines() if x.startswith("replay summary: "))
-    (first, cpu_first), (last, cpu_last) = marks["connected to the binlog"], marks["replay summary: "]
+    (first, cpu_first), (last, _) = marks["connected to the binlog"], marks["replay summary: "]
+    steady = sum(cpu - cpu_first.get(pid, 0.0) for pid, cpu in tree.cpu.items())
     return Run(
         json.loads(line.removeprefix("replay summary: ")), tree.peak_mib(), tree.cpu_by_name(),
-        first_to_last=last - first if first else 0.0, start_to_last=last - spawned, steady_cpu=cpu_last - cpu_first,
+        first_to_last=last - first if first else 0.0, start_to_last=last - spawned, steady_cpu=steady,
     )  # fmt: skip
 
 
