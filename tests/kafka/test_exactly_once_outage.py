@@ -5,6 +5,7 @@ every row change's events exactly once, and the run came back by itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
@@ -15,7 +16,7 @@ import pytest
 from cdc.dev.kafka import Kafka
 from tests.conftest import BROKER_FIGURES as FIGURES
 from tests.faults.test_outages import Writer
-from tests.integration.conftest import Site, Stack
+from tests.integration.conftest import Site, Stack, Streamer
 from tests.kafka.conftest import read_topic
 from tests.kafka.test_exactly_once import exactly_once, wait_for_checkpoint_at
 from tests.kafka.test_kafka_checkpoints import stored
@@ -47,7 +48,13 @@ def test_exactly_once_survives_a_broker_kill_9_and_restart_slow(stack: Stack, tm
         broker.proc.kill()  # kill -9: no clean shutdown, transactions left open on the broker
         broker.proc.wait(10)
         killed_at = time.monotonic()
-        time.sleep(3)
+        # A `run` that starts while the broker is down: under exactly_once it registers the source's
+        # transactional id before anything else, cannot, and exits 6 with the error (README "Exactly
+        # once": a supervisor restarts it). Its own lock directory and server_id, the same source, so
+        # had it reached a broker it would have fenced the running one: the broker stays down until it exited.
+        late = _late_run(site, tmp_path / "late")
+        late_code = late.wait(60)
+        late_out = late.output()
         broker = Kafka(broker.base, port=broker.port, controller_port=broker.controller_port).start()
         back_at = time.monotonic()
         site.stack = Stack(stack.db, broker, tmp_path)
@@ -70,7 +77,8 @@ def test_exactly_once_survives_a_broker_kill_9_and_restart_slow(stack: Stack, tm
             f"[exactly_once, broker kill -9 + restart] row changes {expected}, read_committed {len(committed)}: "
             f"lost {lost}, dup {dup}, records in aborted transactions {aborted}; broker down "
             f"{back_at - killed_at:.1f}s (its restart {broker.started_in:.1f}s), first checkpoint after it "
-            f"{recovered:.1f}s; run exit {code} (load average {os.getloadavg()[0]:.1f})"
+            f"{recovered:.1f}s; run exit {code}, a run started during the outage exit {late_code} "
+            f"(load average {os.getloadavg()[0]:.1f})"
         )
         # A broker outage is retried (README "Exit codes"): the run never stopped (wait_for_checkpoint_at
         # asserts it is alive) and SIGTERM ends it with 0.
@@ -81,6 +89,23 @@ def test_exactly_once_survives_a_broker_kill_9_and_restart_slow(stack: Stack, tm
         assert "Kafka broker unreachable" in out, out[-3000:]
         assert "restarting from the last checkpoint" in out, out[-3000:]
         assert "Traceback" not in out, out[-3000:]
+        assert late_code == 6, late_out
+        assert "error: cannot connect to Kafka" in late_out and "Traceback" not in late_out, late_out
     finally:
         site.close()
         broker.stop()
+
+
+def _late_run(site: Site, directory: Path) -> Streamer:
+    directory.mkdir()
+    saved, saved_path = site.config, site.config_path
+    late = json.loads(json.dumps(site.config))
+    late["checkpoint"]["path"] = str(directory / "checkpoint.json")
+    late["mysql"]["server_id"] += 1
+    late["kafka"]["max_block_ms"] = 2000  # gives up connecting after 5 s (fit_to_topics' floor)
+    site.config, site.config_path = late, directory / "config.yaml"
+    try:
+        site.write_config()
+        return site.streamer()
+    finally:
+        site.config, site.config_path = saved, saved_path
