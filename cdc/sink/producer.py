@@ -50,6 +50,8 @@ _WATCH_SECONDS = 0.25
 # A metadata request at least this often, so an idle stream notices a broker that went away (and
 # one that came back) without waiting for data to send.
 _PROBE_SECONDS = 1.0
+# Keys whose partition produce_batch remembers (a key is `blog:post`; at this many it starts over).
+_PARTITION_CACHE = 100_000
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,11 @@ class Producer:
         if self.transactional:
             self._init_transactions()
         self._fast = _fast_path(self._producer)
+        self._partition_of: dict[bytes, tuple[int, int]] = {}  # key -> (partition count, index)
+        self._tp_of: dict[tuple[str, int], TopicPartition] = {}
+        self._incomplete: Any = None  # kafka-python's incomplete batches, when produce_batch is in use
+        if self._fast is not None:
+            self._incomplete = _watch_batches(self._fast[0], self._batch_done)
         # Headers and framing stay within the 512 bytes KafkaMessages leaves; beyond, send() says why.
         self._record_limit = config.max_request_size - 512
         self._watcher = threading.Thread(target=self._watch, name="wpcdc-broker-health", daemon=True)
@@ -179,6 +186,10 @@ class Producer:
             while outstanding and outstanding[0][1].is_done:
                 outstanding.popleft()
             oldest = now - outstanding[0][0] if outstanding else 0.0
+            if self._incomplete is not None:
+                batches = self._incomplete.all()
+                if batches:
+                    oldest = max(oldest, now - min(batch.created for batch in batches))
             problem = probe_problem or send_problem
             if not problem and oldest > 2 * _WATCH_SECONDS and _connected(client, metadata) is False:
                 # Messages wait and no broker connection is open: it went away (a dead broker's
@@ -293,39 +304,84 @@ class Producer:
 
     def produce_batch(self, messages: list[Message]) -> None:
         """`produce` for each message, in order, with kafka-python's per-record work cut to what a
-        keyed record of ours needs (about half the producer's CPU): the partition as kafka-python's
-        default partitioner picks it, the record appended to its batch, and the sender woken once
-        per call instead of at every record that fills or opens a batch (the wakeups, a syscall
-        each plus a turn of the sender loop, were most of the saving)."""
+        keyed record of ours needs: the partition as kafka-python's default partitioner picks it
+        (murmur2 of the key, remembered per key), the record appended straight to its partition's
+        open batch (kafka-python's own append only to open a new batch), and the sender woken once
+        per call, only if a batch was opened (it already waits out the linger of the open ones; a
+        wakeup is a syscall and a turn of the sender loop). No FutureRecordMetadata per record: a
+        batch's outcome is its records' outcome (kafka-python fails or aborts a batch as a whole),
+        so _batch_done, hooked on every batch the accumulator registers (split halves included),
+        reports failures as per-record errbacks did, and the health watcher takes the oldest
+        unacknowledged message from the accumulator's incomplete batches."""
         fast = self._fast
         if fast is None:
             for message in messages:
                 self.produce(message)
             return
         accumulator, metadata, sender, transactions = fast
-        failed = self._failed
-        outstanding = self._outstanding
         limit = self._record_limit
+        transactional = transactions is not None and transactions.is_transactional()
+        added: set[TopicPartition] = set()  # partitions added to the transaction by this call
+        ordered_of: dict[str, list[int]] = {}
+        partition_of = self._partition_of
+        tp_of = self._tp_of
+        tp_lock = accumulator._tp_lock
+        batches = accumulator._batches
         now = time.monotonic()
+        timestamp = int(time.time() * 1000)  # what the record builder takes for None, once per call
+        appending = accumulator._appends_in_progress  # abort_incomplete_batches waits for appenders
+        opened = False
+        appending.increment()
         try:
+            if accumulator._closed:
+                raise KafkaError("the producer is closed")
             for message in messages:
                 topic, key, value, headers = message
-                partitions = metadata.partitions_for_topic(topic)
-                if not partitions or key.endswith(BROADCAST_KEY_SUFFIX) or len(key) + len(value) > limit:
+                ordered = ordered_of.get(topic)
+                if ordered is None:
+                    ordered = ordered_of[topic] = sorted(metadata.partitions_for_topic(topic) or ())
+                if not ordered or key.endswith(BROADCAST_KEY_SUFFIX) or len(key) + len(value) > limit:
                     self.produce(message)  # metadata to wait for, a broadcast, or kafka-python's own size error
                     continue
-                ordered = sorted(partitions)
-                tp = TopicPartition(topic, ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)])
-                if transactions is not None and transactions.is_transactional():
+                count = len(ordered)
+                known = partition_of.get(key)
+                if known is None or known[0] != count:
+                    if len(partition_of) >= _PARTITION_CACHE:
+                        partition_of.clear()
+                    known = partition_of[key] = (count, (murmur2(key) & 0x7FFFFFFF) % count)
+                partition = ordered[known[1]]
+                tp = tp_of.get((topic, partition))
+                if tp is None:
+                    tp = tp_of[(topic, partition)] = TopicPartition(topic, partition)
+                if transactional and tp not in added:
                     transactions.maybe_add_partition_to_transaction(tp)
-                future = accumulator.append(tp, None, key, value, headers)[0]
-                future.add_errback(failed)
-                outstanding.append((now, future))
+                    added.add(tp)
+                with tp_lock(tp):  # as RecordAccumulator.append and ProducerBatch.try_append do it
+                    dq = batches[tp]
+                    if dq:
+                        last = dq[-1]
+                        appended = last.records.append(timestamp, key, value, headers)
+                        if appended is not None:
+                            if appended.size > last.max_record_size:
+                                last.max_record_size = appended.size
+                            last.last_append = now
+                            continue
+                accumulator.append(tp, timestamp, key, value, headers, now=now)  # a new batch
+                opened = True
         except KafkaError as exc:
             self._raise_fenced(exc)
             raise SinkError(f"Kafka send failed: {exc}") from None
         finally:
-            sender.wakeup()
+            appending.decrement()
+            if opened:
+                sender.wakeup()
+
+    def _batch_done(self, result: tuple[Any, Any, Any]) -> None:
+        """A batch completed (kafka-python's FutureProduceResult): a record_exceptions_fn means it
+        failed or was aborted, every record in it with it."""
+        record_exception = result[2]
+        if record_exception is not None:
+            self._failed(record_exception(0))
 
     def flush(self) -> None:
         if self.transactional and self._error is None:
@@ -374,7 +430,27 @@ def _fast_path(producer: KafkaProducer) -> tuple[Any, Any, Any, Any] | None:
         return None
     if producer.config.get("key_serializer") or producer.config.get("value_serializer"):
         return None
+    accumulator = parts[0]
+    used = ("_incomplete", "_tp_lock", "_batches", "_appends_in_progress", "_closed")
+    if accumulator.config.get("message_version") != 2 or not all(hasattr(accumulator, name) for name in used):
+        return None
     return parts
+
+
+def _watch_batches(accumulator: Any, done: Callable[[tuple[Any, Any, Any]], None]) -> Any:
+    """Hooks `done` on the completion of every batch kafka-python's accumulator registers as
+    incomplete: the batches RecordAccumulator.append opens and the halves split_and_reenqueue makes
+    of one the broker found too large (their records' original batch never completes). Only this
+    producer's accumulator is touched. Returns the incomplete batches, for the health watcher."""
+    incomplete = accumulator._incomplete
+    register = incomplete.add
+
+    def add(batch: Any) -> None:
+        batch.produce_future.add_callback(done)
+        register(batch)
+
+    incomplete.add = add
+    return incomplete
 
 
 def _fatal_fenced(producer: Any) -> bool:
