@@ -107,6 +107,10 @@ class Producer:
         extra: dict[str, object] = {}
         if bootstrap_timeout_ms is not None and "bootstrap_timeout_ms" in KafkaProducer.DEFAULT_CONFIG:
             extra["bootstrap_timeout_ms"] = bootstrap_timeout_ms  # kafka-python >= 3 (30 s by default)
+        if "metrics_enabled" in KafkaProducer.DEFAULT_CONFIG:
+            # kafka-python's own sensors (several per request and per socket read or write, on the
+            # sender thread) feed producer.metrics(), which nothing reads: wpcdc has its own.
+            extra["metrics_enabled"] = False
         self.transactional = config.delivery == "exactly_once" and config.transactional_id is not None
         if self.transactional:
             extra["transactional_id"] = config.transactional_id
