@@ -13,7 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kafka.errors import InvalidProducerEpochError, KafkaError, KafkaTimeoutError, ProducerFencedError
+from kafka.errors import (
+    InvalidProducerEpochError,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerFencedError,
+    UnknownError,
+)
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.producer.kafka import KafkaProducer
 from kafka.structs import TopicPartition
@@ -393,12 +399,21 @@ class Producer:
         self._wait_acks()
 
     def _wait_acks(self) -> None:
-        try:
-            self._producer.flush(timeout=self._config.flush_timeout_seconds)
-        except KafkaTimeoutError:
-            raise SinkError(
-                f"Kafka did not acknowledge within kafka.flush_timeout_seconds ({self._config.flush_timeout_seconds}s)"
-            ) from None
+        timeout = self._config.flush_timeout_seconds
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
+                break
+            except KafkaTimeoutError:
+                raise SinkError(f"Kafka did not acknowledge within kafka.flush_timeout_seconds ({timeout}s)") from None
+            except UnknownError as exc:
+                # kafka-python 3.0: a batch the broker found too large (over the topic's
+                # max.message.bytes) is split in halves, which wakes flush() on the original batch,
+                # never completed, and it raises this; the halves are in the incomplete batches the
+                # next flush() waits for.
+                if "Future not done" not in str(exc) or time.monotonic() >= deadline:
+                    raise SinkError(f"Kafka flush failed: {exc}") from None
         if self._error is not None:
             self._raise_fenced(self._error)
             error, self._error = self._error, None
@@ -435,7 +450,7 @@ def _fast_path(producer: KafkaProducer) -> tuple[Any, Any, Any, Any] | None:
     if producer.config.get("key_serializer") or producer.config.get("value_serializer"):
         return None
     accumulator = parts[0]
-    used = ("_incomplete", "_tp_lock", "_batches", "_appends_in_progress", "_closed")
+    used = ("_incomplete", "_tp_lock", "_batches", "_appends_in_progress", "_closed", "split_and_reenqueue")
     if accumulator.config.get("message_version") != 2 or not all(hasattr(accumulator, name) for name in used):
         return None
     return parts
@@ -448,12 +463,23 @@ def _watch_batches(accumulator: Any, done: Callable[[tuple[Any, Any, Any]], None
     producer's accumulator is touched. Returns the incomplete batches, for the health watcher."""
     incomplete = accumulator._incomplete
     register = incomplete.add
+    split = accumulator.split_and_reenqueue
 
     def add(batch: Any) -> None:
         batch.produce_future.add_callback(done)
         register(batch)
 
+    def split_and_wake(batch: Any, now: float | None = None) -> int:
+        try:
+            return int(split(batch, now))
+        finally:
+            # What FutureRecordMetadata.rebind does for the records that have one (here only the
+            # first of each batch): a flush() waiting on the original batch wakes and raises
+            # "Future not done" (_wait_acks then waits for the halves) instead of waiting forever.
+            batch.produce_future._latch.set()
+
     incomplete.add = add
+    accumulator.split_and_reenqueue = split_and_wake
     return incomplete
 
 
