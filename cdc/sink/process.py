@@ -1,7 +1,7 @@
 """The Kafka sink in a child process, so producing does not share the GIL with binlog decoding.
 
 On 2 cores the reader (decode + map + JSON) and kafka-python (~60 µs of Python per message through
-send(), about half that through KafkaProducerSink.produce_batch) would otherwise share one core.
+send(), 30-35 µs in the child through Producer.produce_batch) would otherwise share one core.
 The parent builds the messages (value, key, headers) and ships them in batches over a pipe; the
 child sends them in the order received (so per-post order holds) and answers each flush with the
 producer's verdict. The parent only checkpoints after that answer.
