@@ -414,6 +414,7 @@ class Producer:
                 # next flush() waits for.
                 if "Future not done" not in str(exc) or time.monotonic() >= deadline:
                     raise SinkError(f"Kafka flush failed: {exc}") from None
+                time.sleep(0.001)  # the sender may not yet have dropped the split batch: no tight loop
         if self._error is not None:
             self._raise_fenced(self._error)
             error, self._error = self._error, None
