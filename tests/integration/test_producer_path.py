@@ -92,6 +92,7 @@ def test_batch_path_is_identical_to_kafka_pythons_send(broker: Tansu) -> None:
     assert len({p for p, *_ in sent}) == 5, "the keys spread over every partition"
 
 
+@pytest.mark.kafka  # Tansu does not enforce max.message.bytes
 def test_batch_path_fails_the_flush_for_a_refused_record_in_a_split_batch(apache_kafka: Kafka) -> None:
     """Apache Kafka refuses a batch over the topic's max.message.bytes; kafka-python splits it in
     halves and retries until each half fits or holds one record. The halves are batches produce_batch
