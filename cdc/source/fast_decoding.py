@@ -534,20 +534,12 @@ class FastPacketWrapper(BinLogPacketWrapper):
         self.event_size, self.log_pos, self.flags = event_size, log_pos, flags
         from_packet._position = body  # the library reads the header from the raw packet, not through self.read
         ev = event_class.__new__(event_class)
+        # The attributes every event of this reader shares, set in one dict update.
+        ev.__dict__.update(_shared(params, table_map, ctl_connection))
         ev.packet = self
-        ev.table_map = table_map
         ev.event_type = event_type
         ev.timestamp = timestamp
         ev.event_size = size
-        ev._post_header_lengths = params["post_header_lengths"]
-        ev._ctl_connection = ctl_connection
-        ev.mysql_version = params["mysql_version"]
-        ev._ignore_decode_errors = params["ignore_decode_errors"]
-        ev._verify_checksum = False
-        ev._is_event_valid = None
-        ev._processed = True
-        ev.complete = True
-        ev.dbms = ctl_connection._get_dbms()
         self.event = ev
         if event_type == BINLOG.XID_EVENT:
             ev.xid = _XID.unpack_from(data, body)[0]
@@ -577,13 +569,7 @@ class FastPacketWrapper(BinLogPacketWrapper):
             else:  # a table of another schema: the library's wrapper drops the event
                 self.event = None
         else:
-            ev._RowsEvent__rows = None
-            ev._RowsEvent__only_tables = params["only_tables"]
-            ev._RowsEvent__ignored_tables = params["ignored_tables"]
-            ev._RowsEvent__only_schemas = params["only_schemas"]
-            ev._RowsEvent__ignored_schemas = params["ignored_schemas"]
-            ev._RowsEvent__use_column_name_cache = params["use_column_name_cache"]
-            ev._RowsEvent__enable_logging = params["enable_logging"]
+            ev.__dict__.update(_shared_rows(params))
             ev._RowsEvent__none_sources = {}
             ev.table_id = int.from_bytes(table_id_raw, "little")
             ev.primary_key = table.data["primary_key"]
@@ -606,6 +592,47 @@ class FastPacketWrapper(BinLogPacketWrapper):
 
 
 _QUERY_IDS = struct.Struct("<II")
+# The last (params, table_map, control connection) and the attributes BinLogEvent.__init__ sets
+# from them; and the last params with RowsEvent's. The reader passes the same objects for every
+# event until a format description, a rotation (a new table map) or another reader.
+_last_shared: list[Any] = [None, None, None, None]
+_last_rows: list[Any] = [None, None]
+
+
+def _shared(params: dict[str, Any], table_map: Any, ctl_connection: Any) -> dict[str, Any]:
+    last = _last_shared
+    if last[0] is params and last[1] is table_map and last[2] is ctl_connection:
+        return last[3]  # type: ignore[no-any-return]
+    shared = {
+        "table_map": table_map,
+        "_post_header_lengths": params["post_header_lengths"],
+        "_ctl_connection": ctl_connection,
+        "mysql_version": params["mysql_version"],
+        "_ignore_decode_errors": params["ignore_decode_errors"],
+        "_verify_checksum": False,
+        "_is_event_valid": None,
+        "_processed": True,
+        "complete": True,
+        "dbms": ctl_connection._get_dbms(),
+    }
+    last[:] = [params, table_map, ctl_connection, shared]
+    return shared
+
+
+def _shared_rows(params: dict[str, Any]) -> dict[str, Any]:
+    if _last_rows[0] is params:
+        return _last_rows[1]  # type: ignore[no-any-return]
+    shared = {
+        "_RowsEvent__rows": None,
+        "_RowsEvent__only_tables": params["only_tables"],
+        "_RowsEvent__ignored_tables": params["ignored_tables"],
+        "_RowsEvent__only_schemas": params["only_schemas"],
+        "_RowsEvent__ignored_schemas": params["ignored_schemas"],
+        "_RowsEvent__use_column_name_cache": params["use_column_name_cache"],
+        "_RowsEvent__enable_logging": params["enable_logging"],
+    }
+    _last_rows[:] = [params, shared]
+    return shared
 
 
 def _declared(params: dict[str, Any], event_type: int, default: int) -> int:
