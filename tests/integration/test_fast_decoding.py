@@ -126,9 +126,12 @@ def test_fast_decoding_is_identical_to_the_library(site: Site, monkeypatch: pyte
     assert rows[1][3]["t_ubig"] is None
 
 
-def publish(site: Site, fast: bool, plain_tcp: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[bytes], int]:
-    """The encoded events of site.start..now as `wpcdc replay` builds them (the source hands each rows
-    event to the mapper's prefetch, then its rows one by one), and the number of lookup queries. With
+def publish(
+    site: Site, fast: bool, plain_tcp: bool, monkeypatch: pytest.MonkeyPatch, batches: list[int] | None = None
+) -> tuple[list[bytes], int]:
+    """The encoded events of site.start..now as `wpcdc replay` builds them (the source hands the rows
+    of the transactions already received to the mapper's prefetch, then its rows one by one), and the
+    number of lookup queries; `batches` gets the number of rows events of each prefetch. With
     fast=False: the library's decoding and packet reads, a query per row, no remembered term misses."""
     cfg = dict(site.config)
     cfg["source"] = {**cfg.get("source", {}), "fast_decoding": fast}
@@ -147,9 +150,16 @@ def publish(site: Site, fast: bool, plain_tcp: bool, monkeypatch: pytest.MonkeyP
         m.setattr(lookup, "_all", counted)
         mapper = Mapper(WordPressState(lookup, remember_term_misses=fast), 1)
         file, pos = site.start.split(":")
+
+        def prefetch_changes(changes: list[RowChange]) -> None:
+            if batches is not None:
+                batches.append(len({(c.file, c.pos) for c in changes}))
+            mapper.prefetch_changes(changes)
+
         source = BinlogSource(
-            config, BinlogPosition(file, int(pos)), blocking=False, prefetch=mapper.prefetch if fast else None
-        )
+            config, BinlogPosition(file, int(pos)), blocking=False, prefetch=mapper.prefetch if fast else None,
+            prefetch_changes=prefetch_changes if fast else None,
+        )  # fmt: skip
         out: list[bytes] = []
         try:
             for item in source.items():
@@ -165,6 +175,7 @@ def publish(site: Site, fast: bool, plain_tcp: bool, monkeypatch: pytest.MonkeyP
 def test_every_speedup_on_or_off_publishes_the_same_bytes(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     # Posts and a term written before the range: every row of it that names them is a lookup.
     old = [site.insert_post(f"old {i}", status="publish") for i in range(6)]
+    older = [site.insert_post(f"older {i}", status="publish") for i in range(6)]
     site.sql(
         "INSERT INTO wp_terms (term_id, name, slug) VALUES (40, 'Old', 'old')",
         "INSERT INTO wp_term_taxonomy (term_taxonomy_id, term_id, taxonomy, description)"
@@ -190,6 +201,8 @@ def test_every_speedup_on_or_off_publishes_the_same_bytes(site: Site, monkeypatc
         f"DELETE FROM wp_term_relationships WHERE term_taxonomy_id IN (77, 78) AND object_id IN ({ids})",
         "DELETE FROM wp_term_taxonomy WHERE term_taxonomy_id = 77",
         "DELETE FROM wp_terms WHERE term_id = 77",
+        # As WordPress writes: one single-row statement (and transaction) per post, each a post lookup.
+        *(f"INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES ({p}, '_views', '1')" for p in older),
     )
     monkeypatch.setenv("WPCDC_MYSQL_PASSWORD", MYSQL_PASSWORD)
     chunked: list[bool] = []
@@ -200,7 +213,8 @@ def test_every_speedup_on_or_off_publishes_the_same_bytes(site: Site, monkeypatc
         real_install(conn)
 
     monkeypatch.setattr(packets, "install", spy)
-    fast_tls, fast_tls_queries = publish(site, fast=True, plain_tcp=False, monkeypatch=monkeypatch)
+    batches: list[int] = []
+    fast_tls, fast_tls_queries = publish(site, fast=True, plain_tcp=False, monkeypatch=monkeypatch, batches=batches)
     fast_tcp, fast_tcp_queries = publish(site, fast=True, plain_tcp=True, monkeypatch=monkeypatch)
     assert chunked == [True, False], "the chunked packet reader ran over TLS, then over plain TCP"
     slow, slow_queries = publish(site, fast=False, plain_tcp=False, monkeypatch=monkeypatch)
@@ -209,18 +223,21 @@ def test_every_speedup_on_or_off_publishes_the_same_bytes(site: Site, monkeypatc
     assert fast_tls == slow and fast_tcp == slow
     events = [orjson.loads(v) for v in slow]
     # 6 meta added (the _edit_lock rows are filtered), 19 terms added, 6 meta updated, 6 term order
-    # updates, 12 terms removed.
-    assert len(events) == 49
+    # updates, 12 terms removed, 6 meta added in statements of their own.
+    assert len(events) == 55
     fresh = [e for e in events if e["event_type"] == "post_term_updated"]
     assert len(fresh) == 6
     assert all(e["data"]["name"] == "Fresh" and e["source"]["lookups"] == ["post_type"] for e in fresh)
     missed = [e for e in events if e["event_type"] == "post_term_added" and e["data"]["term_taxonomy_id"] == 77]
     assert all(e["data"]["name"] is None and "data.name" in e["source"]["lookups"] for e in missed)
     # Per row: the 6 posts, term 40 once, the missing 77 and 78 for every row naming them (6 + 6 added,
-    # 6 more removed: 77 is known from the binlog by then), 79 once: 26 queries. Batched and remembered:
-    # one for the meta's posts, one for the three terms; the single relationship of term 79 asks alone.
-    assert slow_queries == 26
-    assert fast_tls_queries == fast_tcp_queries == 3
+    # 6 more removed: 77 is known from the binlog by then), 79 once, the 6 older posts: 32 queries.
+    # Batched per rows event and remembered: one for the meta's posts, one for the three terms, one
+    # for term 79 and one per older post (9). Batched across the transactions already received (the
+    # whole range, unless the server's packets arrived in several pieces): fewer.
+    assert slow_queries == 32
+    assert max(batches) >= 2, "a prefetch covered the rows of several transactions"
+    assert fast_tls_queries < 9 and fast_tcp_queries < 9, (fast_tls_queries, fast_tcp_queries)
 
 
 _NOT_COMPARED = frozenset(
