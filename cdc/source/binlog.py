@@ -530,8 +530,8 @@ READ_AHEAD_ROWS = 500
 def read_ahead(
     items: Iterator[SourceItem], ready: Callable[[], bool], prefetch: Callable[[list[RowChange]], None]
 ) -> Iterator[SourceItem]:
-    """`items` in the same order, held back only while the next packet is already received (so a
-    quiet stream is never waited on) and until READ_AHEAD_ROWS row changes: `prefetch` sees the row
+    """`items` in the same order, held back only while the next packet has already begun to arrive
+    (so a quiet stream is never waited on) and until READ_AHEAD_ROWS row changes: `prefetch` sees the row
     changes of everything held before the first of them is yielded. Anything but a row change or a
     transaction end (heartbeats, DDL, XA, dead letters) is passed on at once with what is held; an
     error after held items comes after them, as it would have without holding."""
