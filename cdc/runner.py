@@ -239,27 +239,33 @@ def _run_live(
 ) -> RunStats:
     store = make_store(config, owner=True)
     try:
-        return _run_with(config, sink_kind, stop, metrics, snapshot_request, snapshot_progress, store)
+        return _run_with(_RunContext(config, sink_kind, stop, metrics, snapshot_request, snapshot_progress, store))
     finally:
         store.close()
 
 
-def _run_with(
-    config: Config,
-    sink_kind: str,
-    stop: threading.Event,
-    metrics: Metrics,
-    snapshot_request: SnapshotRequest | None,
-    snapshot_progress: Callable[[Snapshotter], None] | None,
-    store: CheckpointStore,
-) -> RunStats:
+@dataclass(frozen=True)
+class _RunContext:
+    """What one `run` of a source is given, handed from _run_with to _stream_source as one value.
+    `config` and `store` are the starting ones: _stream_source may rebind its own (the server chosen
+    from mysql.hosts, the transactional store)."""
+
+    config: Config
+    sink_kind: str
+    stop: threading.Event
+    metrics: Metrics
+    snapshot_request: SnapshotRequest | None
+    snapshot_progress: Callable[[Snapshotter], None] | None
+    store: CheckpointStore
+
+
+def _run_with(run: _RunContext) -> RunStats:
     sink_box: list[Sink] = []
-    broker_log = HealthLog(metrics.broker_health)
+    broker_log = HealthLog(run.metrics.broker_health)
     try:
-        return _stream_source(
-            config, sink_kind, stop, metrics, snapshot_request, snapshot_progress, store, sink_box, broker_log
-        )
+        return _stream_source(run, sink_box, broker_log)
     except ProducerFenced as exc:
+        config = run.config
         log.error(
             "fenced: %s", exc.problem,
             extra={"event": "fenced", "transactional_id": config.transactional_id(), "source": config.checkpoint_key()},
@@ -270,17 +276,9 @@ def _run_with(
             sink.close()
 
 
-def _stream_source(
-    config: Config,
-    sink_kind: str,
-    stop: threading.Event,
-    metrics: Metrics,
-    snapshot_request: SnapshotRequest | None,
-    snapshot_progress: Callable[[Snapshotter], None] | None,
-    store: CheckpointStore,
-    sink_box: list[Sink],
-    broker_log: HealthLog,
-) -> RunStats:
+def _stream_source(run: _RunContext, sink_box: list[Sink], broker_log: HealthLog) -> RunStats:
+    config, sink_kind, stop, metrics, store = run.config, run.sink_kind, run.stop, run.metrics, run.store
+    snapshot_request, snapshot_progress = run.snapshot_request, run.snapshot_progress
     # exactly_once: the producer registers its transactional id (fencing a former owner and aborting
     # its open transaction) before the checkpoint is read, and every checkpoint after that is written
     # in the producer's transaction.

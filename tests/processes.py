@@ -3,7 +3,10 @@ none of them outlived a Ctrl-C (servers run in sessions of their own, so process
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 _PROC = Path("/proc")
 
@@ -42,3 +45,18 @@ def running(pid: int) -> bool:
         return _stat(pid)[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def wait_or_kill(
+    proc: subprocess.Popen[bytes], timeout: float, log: IO[bytes], kill: Callable[[], None] | None = None
+) -> int:
+    """`proc`'s exit code within `timeout`; past it, `kill` (default proc.kill()) and TimeoutExpired:
+    a failing test must not leave a wpcdc process running. Its log file is closed either way."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        (kill or proc.kill)()
+        proc.wait(10)
+        raise
+    finally:
+        log.close()

@@ -117,12 +117,7 @@ class Mapper:
                 self._learn_terms(change)
                 return Mapped(filtered=TERM_LOOKUP_TABLE)
             if mapped.events:
-                if _raw_seen[0]:
-                    warnings = _column_warnings(change)
-                    if warnings:
-                        for event in mapped.events:
-                            event["column_warnings"] = warnings
-                mapped.encoded = _encode_all(mapped.events)
+                mapped.encoded = _encode_all(mapped.events, _column_warnings(change) if _raw_seen[0] else None)
             return mapped
         except LookupUnavailable:
             raise
@@ -516,9 +511,7 @@ class Mapper:
                 "source": self._snapshot_source(chunk, row),
                 "data": data,
             }
-            if warnings:
-                event["column_warnings"] = warnings
-            return Mapped([event], decode_errors=decode_errors, encoded=_encode_all([event]))
+            return Mapped([event], decode_errors=decode_errors, encoded=_encode_all([event], warnings))
         except Exception as exc:
             return Mapped(dead_letter=self._snapshot_dead_letter(snapshot_id, chunk, post, row, exc))
 
@@ -716,7 +709,12 @@ def _image_warnings(side: str, image: dict[str, Any] | None) -> list[dict[str, A
     ]
 
 
-def _encode_all(events: list[dict[str, Any]]) -> list[bytes]:
+def _encode_all(events: list[dict[str, Any]], warnings: list[dict[str, Any]] | None = None) -> list[bytes]:
+    """The events as the sink publishes them, each given the row's column_warnings (when there are
+    any) first. Both the stream and the snapshot call it inside their per-row guard."""
+    if warnings:
+        for event in events:
+            event["column_warnings"] = warnings
     try:
         return [encode(e) for e in events]
     except TypeError as exc:  # orjson.JSONEncodeError: a value JSON cannot carry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 import struct
 import uuid as _uuid
@@ -323,30 +324,38 @@ class Server:
             )
         return False
 
+    def gtids(self) -> ServerGtids:
+        """What `classify` needs from this server (a few SHOW/SELECT statements)."""
+        writers: dict[tuple[int, int], int] = {}
+        if self.is_mariadb():
+            writers = parse_binlog_state(self.variables("gtid_binlog_state").get("gtid_binlog_state", ""))
+        return ServerGtids(self.gtid_executed(), self.gtid_purged(), writers)
+
     def gtid_resume_problem(self, state: GtidSet) -> SourceError | PositionGoneError | None:
-        """Why this server cannot continue GTID state `state` (a checkpoint's), or None when it can:
-        - it lacks transactions the state has: SourceError (not fatal: it lags and may catch up), or
-          fatal when it shares no GTID source with the state at all (another topology);
+        """Why this server cannot continue GTID state `state` (a checkpoint's), or None when it can
+        (`classify`'s verdict, as the error `run` and `check` show):
+        - it lacks transactions the state has: SourceError (not fatal: it lags and may catch up);
+        - it shares no GTID history with the state (another topology): a fatal SourceError;
         - it purged transactions the state lacks: PositionGoneError (a gap, the purged path).
-        Meant for choosing among several servers too: it asks, it does not stream."""
+        It asks, it does not stream."""
         m = self.config.mysql
-        executed = self.gtid_executed()
-        ahead = state.missing_from(executed)
-        if ahead:
-            shared = set(state.intervals) & set(executed.intervals) or set(state.mariadb) & set(executed.mariadb)
-            foreign = not shared and not self.is_mariadb()
+        where = f"{m.host}:{m.port}"
+        found = classify(state, self.gtids())
+        if found.verdict is Verdict.LAGGING:
             return SourceError(
-                f"{m.host}:{m.port} lacks transactions the checkpoint has already read ({ahead})"
-                + ("; it shares no GTID source with the checkpoint: another replication topology" if foreign else ""),
-                "point wpcdc at a server of the topology the checkpoint was read from"
-                if foreign
-                else "it lags behind; wpcdc waits for it (or read from a server that is up to date)",
-                fatal=foreign,
+                f"{where} lacks transactions the checkpoint has already read: {found.detail}",
+                "it lags behind; wpcdc waits for it (or read from a server that is up to date)",
             )
-        gone = self.gtid_purged().missing_from(state)
-        if gone:
+        if found.verdict is Verdict.FOREIGN:
+            return SourceError(
+                f"{where} belongs to another replication topology than the checkpoint: {found.detail}",
+                "point wpcdc at a server of the topology the checkpoint was read from, or, if the checkpoint "
+                "is the wrong one, `wpcdc checkpoint reset` and start afresh",
+                fatal=True,
+            )
+        if found.verdict is Verdict.PURGED:
             return PositionGoneError(
-                f"{m.host}:{m.port} no longer has transactions the checkpoint has not read yet (purged: {gone})",
+                f"{where} no longer has transactions the checkpoint has not read yet: {found.detail}",
                 "re-snapshot (snapshot.mode: when_needed does it by itself), or `wpcdc checkpoint reset` knowing "
                 "there is a gap, and raise binlog_expire_logs_seconds so the binlog outlives wpcdc's downtime",
             )
@@ -587,3 +596,136 @@ def _merge(intervals: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
         else:
             merged.append((a, b))
     return tuple(merged)
+
+
+# -- may this server continue a checkpoint's GTID state? ---------------------------------------
+#
+# `classify` is pure: the checkpoint's GTID state against what one server says about its own GTIDs.
+#   ok       the server has every transaction the checkpoint has (it may have more: it is ahead)
+#   lagging  it lacks transactions the checkpoint already has: reading it now would resume at a
+#            place that is not the checkpoint's; wait for it or read another server
+#   purged   it has purged binlogs holding transactions the checkpoint has not read yet
+#   foreign  it shares no GTID history with the checkpoint: another topology (or a reset one)
+#
+# MySQL: GTID sets (uuid[:tag]:intervals), compared as sets. MariaDB: per-domain positions
+# (gtid_binlog_pos semantics), compared by sequence number within a domain; which server ids wrote
+# in a domain (gtid_binlog_state) tells a server that went past the checkpoint's sequence number
+# without ever having the checkpoint's transaction (another history: foreign) from one that has not
+# got there yet (lagging). A server of another topology that reuses the checkpoint's domain and has
+# not reached its sequence number yet looks lagging: it is then skipped, never read.
+
+
+class Verdict(enum.Enum):
+    OK = "ok"
+    LAGGING = "lagging"
+    PURGED = "purged"
+    FOREIGN = "foreign"
+
+
+@dataclass(frozen=True)
+class ServerGtids:
+    """What a server says about its GTIDs. MySQL: `executed` = gtid_executed, `purged` = gtid_purged.
+    MariaDB: `executed` = gtid_binlog_pos, `purged` = the GTID position at the start of its oldest
+    binlog file (everything up to it is gone), `writers` = gtid_binlog_state per (domain, server_id)."""
+
+    executed: GtidSet
+    purged: GtidSet = field(default_factory=GtidSet)
+    writers: dict[tuple[int, int], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Classification:
+    verdict: Verdict
+    detail: str  # for the log line or the error: what is missing, purged or unknown
+
+
+def parse_binlog_state(text: str) -> dict[tuple[int, int], int]:
+    """MariaDB gtid_binlog_state (`0-1-5,0-2-9`, the last seq_no of every (domain, server_id))."""
+    out: dict[tuple[int, int], int] = {}
+    for element in (e.strip() for e in text.replace("\n", "").split(",")):
+        m = _MARIADB_GTID.match(element)
+        if m:
+            key = (int(m.group(1)), int(m.group(2)))
+            out[key] = max(out.get(key, 0), int(m.group(3)))
+    return out
+
+
+def classify(checkpoint: GtidSet, server: ServerGtids) -> Classification:
+    """Never raises. An empty checkpoint state (nothing read with GTIDs yet) needs every transaction
+    the server ever wrote: ok anywhere that purged none."""
+    if not checkpoint and server.purged:
+        return Classification(
+            Verdict.PURGED, f"it purged {server.purged}, and the checkpoint has read nothing with GTIDs yet"
+        )
+    if checkpoint.mariadb or server.executed.mariadb:
+        return _classify_mariadb(checkpoint, server)
+    return _classify_mysql(checkpoint, server)
+
+
+def _classify_mysql(checkpoint: GtidSet, server: ServerGtids) -> Classification:
+    have = checkpoint.intervals
+    if not have:
+        return Classification(Verdict.OK, "the checkpoint has no GTIDs yet")
+    executed = server.executed.intervals
+    if not executed:
+        return Classification(Verdict.LAGGING, "it has executed no GTIDs yet")
+    if not {uuid for uuid, _ in have} & {uuid for uuid, _ in executed}:
+        return Classification(
+            Verdict.FOREIGN,
+            f"none of the checkpoint's source UUIDs ({', '.join(sorted({u for u, _ in have}))}) is in its "
+            f"gtid_executed {server.executed}",
+        )
+    gone = server.purged.missing_from(checkpoint).intervals
+    if gone:
+        return Classification(Verdict.PURGED, f"its gtid_purged has {_text(gone)}, which the checkpoint has not read")
+    missing = checkpoint.missing_from(server.executed).intervals
+    if missing:
+        return Classification(Verdict.LAGGING, f"it lacks {_text(missing)}, which the checkpoint already has")
+    return Classification(Verdict.OK, "it has every transaction the checkpoint has")
+
+
+def _classify_mariadb(checkpoint: GtidSet, server: ServerGtids) -> Classification:
+    have = checkpoint.mariadb
+    if not have:
+        return Classification(Verdict.OK, "the checkpoint has no GTIDs yet")
+    executed = server.executed.mariadb
+    if not executed:
+        return Classification(Verdict.LAGGING, "its binlog has no GTIDs yet")
+    if not set(have) & set(executed):
+        return Classification(
+            Verdict.FOREIGN,
+            f"it has none of the checkpoint's GTID domains ({', '.join(map(str, sorted(have)))}); "
+            f"its gtid_binlog_pos is {server.executed}",
+        )
+    for domain, (server_id, seq) in sorted(have.items()):
+        if domain not in executed:
+            continue
+        at = executed[domain][1]
+        wrote = server.writers.get((domain, server_id))
+        if server.writers and wrote is None and at >= seq:
+            return Classification(
+                Verdict.FOREIGN,
+                f"it is at {domain}-{executed[domain][0]}-{at} in domain {domain} but never had a transaction "
+                f"of server {server_id}, which wrote the checkpoint's {domain}-{server_id}-{seq}",
+            )
+    for domain, (_server_id, purged_to) in sorted(server.purged.mariadb.items()):
+        read = have.get(domain, (0, 0))[1]
+        if read < purged_to:
+            return Classification(
+                Verdict.PURGED,
+                f"its oldest binlog starts after {domain}-{server.purged.mariadb[domain][0]}-{purged_to}; the "
+                f"checkpoint has read domain {domain} only to sequence number {read}",
+            )
+    for domain, (server_id, seq) in sorted(have.items()):
+        at = executed.get(domain, (0, 0))[1]
+        if at < seq:
+            return Classification(
+                Verdict.LAGGING,
+                f"it is at sequence number {at} in domain {domain}; the checkpoint already has "
+                f"{domain}-{server_id}-{seq}",
+            )
+    return Classification(Verdict.OK, "it has every transaction the checkpoint has")
+
+
+def _text(intervals: dict[tuple[str, str], tuple[tuple[int, int], ...]]) -> str:
+    return str(GtidSet(intervals))

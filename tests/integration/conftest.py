@@ -29,6 +29,7 @@ from cdc.dev.stack import (
     create_topics,
     create_wordpress_tables,
 )
+from tests.processes import wait_or_kill
 
 _counter = itertools.count(1)
 _SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -104,14 +105,7 @@ class Streamer:
         return self.wait(timeout)
 
     def wait(self, timeout: float = 30) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()  # a failing test must not leave a streamer running
-            self.proc.wait(10)
-            raise
-        finally:
-            self._fh.close()
+        return wait_or_kill(self.proc, timeout, self._fh)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

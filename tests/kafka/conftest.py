@@ -9,12 +9,14 @@ with `@pytest.mark.parametrize("stack", [...], indirect=True)`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from tests.conftest import BROKER_FIGURES
@@ -36,8 +38,40 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def asite(apache_stack: Stack, tmp_path: Path) -> Iterator[Site]:
     """A Site whose topics (3 partitions each) are on Apache Kafka."""
     s = Site(apache_stack, tmp_path)
-    yield s
-    s.conn.close()
+    try:
+        yield s
+    finally:
+        s.close()  # no streamer outlives a failed test
+
+
+def read_topic(
+    site: Site, topic: str | None = None, committed: bool = True, idle: float = 2.0, timeout: float = 120
+) -> list[dict[str, Any]]:
+    """Every value on the topic (default: the site's) as a consumer with isolation.level
+    read_committed (or read_uncommitted) sees it: read to the end offsets (read_committed: the last
+    stable offset), then until nothing came for `idle` s."""
+    topic = topic or site.topic
+    consumer = KafkaConsumer(
+        bootstrap_servers=site.stack.broker.bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed" if committed else "read_uncommitted",
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        last_new = time.monotonic()
+        while time.monotonic() - last_new < idle or any(consumer.position(tp) < end[tp] for tp in parts):
+            assert time.monotonic() < deadline, f"reading {topic} did not reach its end offsets {end}"
+            for msgs in consumer.poll(timeout_ms=200).values():
+                out += [orjson.loads(m.value) for m in msgs]
+                last_new = time.monotonic()
+        return out
+    finally:
+        consumer.close()
 
 
 def set_topic_config(bootstrap: str, topic: str, **configs: Any) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from cdc.checkpoint.kafka import KafkaCheckpointStore
@@ -32,7 +31,8 @@ from tests.conftest import BROKER_FIGURES as FIGURES
 from tests.faults.test_outages import Writer
 from tests.integration.conftest import Site, Stack
 from tests.integration.test_operations import get, scrape, wait_until
-from tests.processes import descendants, running
+from tests.kafka.conftest import read_topic
+from tests.processes import descendants, running, wait_or_kill
 
 pytestmark = pytest.mark.kafka
 # The session's MariaDB only (the `stack` fixture's parameter, picked indirectly).
@@ -115,14 +115,7 @@ class MemberProcess:
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal_tree(signal.SIGKILL)
-            self.proc.wait(10)
-            raise
-        finally:
-            self._fh.close()
+        return wait_or_kill(self.proc, timeout, self._fh, lambda: self.signal_tree(signal.SIGKILL))
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -192,6 +185,19 @@ class Group:
         self.members.append(m)
         return m
 
+    def two_members_ready(self) -> tuple[MemberProcess, MemberProcess, set[str], dict[int, str]]:
+        """Members a and b, once the group runs every source once and both are ready: the one running
+        more sources (the one a test takes down), the other, the sources only the first runs and the
+        first's source processes."""
+        a, b = self.member("a"), self.member("b")
+        assert wait_until(self.all_running_once, timeout=90, every=0.5), _logs(self)
+        ready = wait_until(lambda: get(a.port, "/readyz")[0] == 200 and get(b.port, "/readyz")[0] == 200, 60)
+        assert ready, _logs(self)
+        owners = self.owners()
+        first = max((a, b), key=lambda m: sum(m.label in o for o in owners.values()))
+        moved = {name for name, o in owners.items() if o == [first.label]}
+        return first, b if first is a else a, moved, first.children()
+
     def owners(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {f"s{i}": [] for i in range(SOURCES)}
         for m in self.members:
@@ -222,25 +228,7 @@ class Group:
 
     def events(self, site: Site) -> Counter[str]:
         """Event ids as a read_committed consumer sees them (a consumer of exactly_once output)."""
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed",
-            consumer_timeout_ms=200,
-        )  # fmt: skip
-        try:
-            parts = [TopicPartition(site.topic, p) for p in sorted(consumer.partitions_for_topic(site.topic) or [])]
-            consumer.assign(parts)
-            consumer.seek_to_beginning(*parts)
-            ends = consumer.end_offsets(parts)
-            ids: Counter[str] = Counter()
-            deadline = time.monotonic() + 120
-            while any(consumer.position(tp) < ends[tp] for tp in parts):
-                assert time.monotonic() < deadline, "reading the topic did not progress"
-                for records in consumer.poll(timeout_ms=200).values():
-                    for r in records:
-                        ids[orjson.loads(r.value)["event_id"]] += 1
-            return ids
-        finally:
-            consumer.close()
+        return Counter(str(v["event_id"]) for v in read_topic(site, idle=0))
 
     def verify(self) -> dict[str, int]:
         """Every row change's events are there (0 lost); returns the counts."""
@@ -287,14 +275,7 @@ def _logs(group: Group) -> str:
 @mariadb_leg
 def test_kill_9_of_a_member_moves_its_sources_to_the_others_with_nothing_lost_slow(make_group: Any) -> None:
     group = make_group()
-    a, b = group.member("a"), group.member("b")
-    assert wait_until(group.all_running_once, timeout=90, every=0.5), _logs(group)
-    assert wait_until(lambda: get(a.port, "/readyz")[0] == 200 and get(b.port, "/readyz")[0] == 200, 60), _logs(group)
-    owners = group.owners()
-    victim = max((a, b), key=lambda m: sum(m.label in o for o in owners.values()))
-    survivor = b if victim is a else a
-    moved = {name for name, o in owners.items() if o == [victim.label]}
-    children = victim.children()
+    victim, survivor, moved, children = group.two_members_ready()
     assert len(children) == len(moved), children
     time.sleep(1.0)  # under write load for a moment
     killed_at = time.monotonic()
@@ -344,14 +325,7 @@ def test_a_paused_member_is_fenced_and_nothing_it_sent_after_losing_its_sources_
     so when it wakes, its open transaction cannot commit: a read_committed consumer sees each row
     change's events exactly once, though both owners published the same binlog range."""
     group = make_group("exactly_once")
-    a, b = group.member("a"), group.member("b")
-    assert wait_until(group.all_running_once, timeout=90, every=0.5), _logs(group)
-    assert wait_until(lambda: get(a.port, "/readyz")[0] == 200 and get(b.port, "/readyz")[0] == 200, 60), _logs(group)
-    owners = group.owners()
-    victim = max((a, b), key=lambda m: sum(m.label in o for o in owners.values()))
-    other = b if victim is a else a
-    moved = {name for name, o in owners.items() if o == [victim.label]}
-    children = victim.children()
+    victim, other, moved, children = group.two_members_ready()
     time.sleep(1.0)
     paused_at = time.monotonic()
     victim.signal_tree(signal.SIGSTOP)  # the whole machine freezes: member, sources, producers
@@ -384,7 +358,7 @@ def test_a_paused_member_is_fenced_and_nothing_it_sent_after_losing_its_sources_
         ),
         60,
     ), _logs(group)
-    assert wait_until(lambda: group.all_running_once([a, b]), timeout=90, every=0.5), _logs(group)
+    assert wait_until(lambda: group.all_running_once([victim, other]), timeout=90, every=0.5), _logs(group)
     assert wait_until(lambda: get(victim.port, "/readyz")[0] == 200, timeout=90, every=0.5), _logs(group)
     time.sleep(1.0)
     group.stop_writers()
@@ -397,7 +371,7 @@ def test_a_paused_member_is_fenced_and_nothing_it_sent_after_losing_its_sources_
         f"timeout {SESSION_MS / 1000:g}s); on SIGCONT the old sources stopped by: {stopped_by}; read_committed: "
         f"{figures['expected']} events expected, 0 lost, {figures['duplicates']} duplicates"
     )
-    for m in (a, b):
+    for m in (victim, other):
         assert m.stop() == 0, m.output()[-3000:]
 
 

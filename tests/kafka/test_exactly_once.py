@@ -12,58 +12,23 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from cdc.config import parse_config
 from cdc.errors import ProducerFenced
 from cdc.sink.kafka import KafkaProducerSink
 from tests.conftest import BROKER_FIGURES as FIGURES
 from tests.faults.test_outages import Writer
-from tests.integration.conftest import Site, Stack
+from tests.integration.conftest import Site
+from tests.kafka.conftest import read_topic
 from tests.kafka.test_kafka_checkpoints import stored, tuple_of, use_kafka_store
 
 pytestmark = pytest.mark.kafka
 
 # The kill loop is about the protocol, not the server: one leg (the MariaDB one) keeps the suite short.
 mariadb_only = pytest.mark.parametrize("stack", ["mariadb"], indirect=True)
-
-
-@pytest.fixture
-def esite(apache_stack: Stack, tmp_path: Path) -> Iterator[Site]:
-    s = Site(apache_stack, tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()  # no streamer outlives a failed test
-
-
-def read(site: Site, topic: str | None = None, committed: bool = True, idle: float = 2.0) -> list[dict[str, object]]:
-    """Every value on the topic as a consumer with isolation.level=read_committed (or not) sees it."""
-    topic = topic or site.topic
-    consumer = KafkaConsumer(
-        bootstrap_servers=site.stack.broker.bootstrap,
-        enable_auto_commit=False,
-        isolation_level="read_committed" if committed else "read_uncommitted",
-    )
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)  # read_committed: the last stable offset
-        out: list[dict[str, object]] = []
-        last_new = time.monotonic()
-        while time.monotonic() - last_new < idle or any(consumer.position(tp) < end[tp] for tp in parts):
-            for msgs in consumer.poll(timeout_ms=200).values():
-                out += [orjson.loads(m.value) for m in msgs]
-                last_new = time.monotonic()
-        return out
-    finally:
-        consumer.close()
 
 
 def exactly_once(site: Site, interval: float = 0.2) -> None:
@@ -81,27 +46,27 @@ def wait_for_checkpoint_at(site: Site, end: str, streamer: object, timeout: floa
 
 
 @mariadb_only
-def test_exactly_once_kill_9_twenty_times_under_load_slow(esite: Site) -> None:
+def test_exactly_once_kill_9_twenty_times_under_load_slow(asite: Site) -> None:
     """kill -9 twenty times while a writer inserts posts and meta rows, some kills landing inside a
     multi-row UPDATE: a read_committed consumer sees every row change's events exactly once (by
     event_id), while a read_uncommitted one sees the aborted copies. (at_least_once under the same
     kind of loop, 0 lost: tests/faults/test_crashes.py, and with Kafka checkpoints
     test_kafka_checkpoints.py.)"""
-    exactly_once(esite, interval=0.2)
-    esite.set_checkpoint()
+    exactly_once(asite, interval=0.2)
+    asite.set_checkpoint()
     rng = random.Random(1520)
-    writer = Writer(esite, every=0.01).start()
+    writer = Writer(asite, every=0.01).start()
     began = time.monotonic()
     for i in range(20):
-        before = stored(esite)
-        s = esite.streamer()
+        before = stored(asite)
+        s = asite.streamer()
         deadline = time.monotonic() + 60
-        while stored(esite) == before:  # it committed at least once (its start takes seconds under load)
+        while stored(asite) == before:  # it committed at least once (its start takes seconds under load)
             assert s.proc.poll() is None and time.monotonic() < deadline, s.output()
             time.sleep(0.3)
         time.sleep(rng.uniform(0.0, 1.0))  # then anywhere in the checkpoint cycle
         if i % 4 == 0:  # kill inside a large transaction: one UPDATE of the newest 500 posts
-            big = esite.stack.db.root(esite.database)
+            big = asite.stack.db.root(asite.database)
             t = threading.Thread(
                 target=big.query,
                 args=(
@@ -118,15 +83,15 @@ def test_exactly_once_kill_9_twenty_times_under_load_slow(esite: Site) -> None:
             s.proc.kill()
         s.wait(10)
     writer.stop()
-    end = esite.position()
-    final = esite.streamer()
-    wait_for_checkpoint_at(esite, end, final)
-    committed = read(esite)
-    uncommitted = read(esite, committed=False, idle=0.5)
+    end = asite.position()
+    final = asite.streamer()
+    wait_for_checkpoint_at(asite, end, final)
+    committed = read_topic(asite)
+    uncommitted = read_topic(asite, committed=False, idle=0.5)
     assert final.stop() == 0, final.output()
     seconds = time.monotonic() - began
 
-    updates = int(esite.query("SELECT SUM(menu_order) FROM wp_posts WHERE post_title LIKE 'w%%'")[0][0] or 0)
+    updates = int(asite.query("SELECT SUM(menu_order) FROM wp_posts WHERE post_title LIKE 'w%%'")[0][0] or 0)
     expected = len(writer.ids) + writer.meta + updates  # every row change is one event here
     ids = Counter(str(v["event_id"]) for v in committed)
     lost = expected - len(ids)
@@ -144,56 +109,56 @@ def test_exactly_once_kill_9_twenty_times_under_load_slow(esite: Site) -> None:
 
 
 @mariadb_only  # about the producer alone: one leg
-def test_a_fenced_producer_cannot_commit_and_stops(esite: Site) -> None:
+def test_a_fenced_producer_cannot_commit_and_stops(asite: Site) -> None:
     """Two producers with one transactional id: the newer one's init_transactions fences the older;
     the older's commit fails with ProducerFenced, and nothing it sent becomes visible."""
-    exactly_once(esite)
-    kafka = parse_config(esite.config).kafka.model_copy(update={"transactional_id": f"fence-{esite.topic}"})
-    checkpoint_topic = esite.config["checkpoint"]["kafka_topic"]
+    exactly_once(asite)
+    kafka = parse_config(asite.config).kafka.model_copy(update={"transactional_id": f"fence-{asite.topic}"})
+    checkpoint_topic = asite.config["checkpoint"]["kafka_topic"]
     old = KafkaProducerSink(kafka)
-    old.produce((esite.topic, b"1:1", b'{"event_id": "old-before"}', []))
+    old.produce((asite.topic, b"1:1", b'{"event_id": "old-before"}', []))
     new = KafkaProducerSink(kafka)  # fences `old`, aborting its open transaction
-    old.produce((esite.topic, b"1:1", b'{"event_id": "old-after"}', []))
+    old.produce((asite.topic, b"1:1", b'{"event_id": "old-after"}', []))
     with pytest.raises(ProducerFenced) as fenced:
         old.commit((checkpoint_topic, b"k", b'{"owner": "old"}'))
     old.close()
     assert "fenced" in fenced.value.problem and fenced.value.exit_code == 8
-    new.produce((esite.topic, b"1:1", b'{"event_id": "new"}', []))
+    new.produce((asite.topic, b"1:1", b'{"event_id": "new"}', []))
     new.commit((checkpoint_topic, b"k", b'{"owner": "new"}'))
     new.close()
-    assert [v["event_id"] for v in read(esite, idle=0.5)] == ["new"]
-    assert [v["owner"] for v in read(esite, checkpoint_topic, idle=0.5)] == ["new"]
+    assert [v["event_id"] for v in read_topic(asite, idle=0.5)] == ["new"]
+    assert [v["owner"] for v in read_topic(asite, checkpoint_topic, idle=0.5)] == ["new"]
 
 
 @mariadb_only
-def test_a_paused_run_is_fenced_by_a_newer_one_and_exits_8(esite: Site, tmp_path: Path) -> None:
+def test_a_paused_run_is_fenced_by_a_newer_one_and_exits_8(asite: Site, tmp_path: Path) -> None:
     """`run` A streams; it is SIGSTOPped; `run` B on the same source (same checkpoint key, hence the
     same transactional id) starts and takes over. A, continued, fails its next commit: it logs
     `fenced` and exits 8. A read_committed consumer sees every row change exactly once."""
-    exactly_once(esite)
-    esite.set_checkpoint()
-    a = esite.streamer()
-    first = [esite.insert_post(f"a{i}") for i in range(5)]
-    wait_for_checkpoint_at(esite, esite.position(), a, timeout=60)
+    exactly_once(asite)
+    asite.set_checkpoint()
+    a = asite.streamer()
+    first = [asite.insert_post(f"a{i}") for i in range(5)]
+    wait_for_checkpoint_at(asite, asite.position(), a, timeout=60)
     a.proc.send_signal(signal.SIGSTOP)
-    during = [esite.insert_post(f"stopped{i}") for i in range(5)]
+    during = [asite.insert_post(f"stopped{i}") for i in range(5)]
     other = tmp_path / "b"
     other.mkdir()
-    b_config = json.loads(json.dumps(esite.config))
+    b_config = json.loads(json.dumps(asite.config))
     b_config["checkpoint"]["path"] = str(other / "checkpoint.json")  # its own lock; the same Kafka key
     b_config["mysql"]["server_id"] += 1  # A keeps its binlog connection: it reads on when continued
-    saved, esite.config = esite.config, b_config
-    esite.config_path = other / "config.yaml"
-    esite.write_config()
-    b = esite.streamer()
-    wait_for_checkpoint_at(esite, esite.position(), b, timeout=60)
+    saved, asite.config = asite.config, b_config
+    asite.config_path = other / "config.yaml"
+    asite.write_config()
+    b = asite.streamer()
+    wait_for_checkpoint_at(asite, asite.position(), b, timeout=60)
     a.proc.send_signal(signal.SIGCONT)
-    after = [esite.insert_post(f"after{i}") for i in range(5)]
+    after = [asite.insert_post(f"after{i}") for i in range(5)]
     code = a.wait(60)
-    wait_for_checkpoint_at(esite, esite.position(), b, timeout=60)
-    values = read(esite)
+    wait_for_checkpoint_at(asite, asite.position(), b, timeout=60)
+    values = read_topic(asite)
     assert b.stop() == 0, b.output()
-    esite.config = saved
+    asite.config = saved
     out = a.output()
     assert code == 8, out
     assert "fenced:" in out and "another producer registered transactional id" in out and "Traceback" not in out

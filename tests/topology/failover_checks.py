@@ -3,12 +3,18 @@ the writer committed is an insert), the topic must hold an event for each of the
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
 
 from tests.integration.conftest import Record, Site, Streamer
 from tests.topology.conftest import FIGURES
+
+
+def load() -> str:
+    """The figures' label: the machine's 1-minute load average when the figure was taken."""
+    return f"load {os.getloadavg()[0]:.1f}"
 
 
 def committed(site: Site, primary_root: Callable[..., object]) -> tuple[set[int], dict[int, int]]:
@@ -49,7 +55,7 @@ def check(
     FIGURES.append(
         f"{kind:8} [{name}] row changes {len(posts) + sum(meta.values())}, events {len(records)}, lost {lost}, "
         f"duplicated {duplicated} (same change under two ids: {split_ids}), per-post order broken {disorder}, "
-        f"resumed {resume_s:.1f}s after the fault (under load)"
+        f"resumed {resume_s:.1f}s after the fault ({load()})"
     )
     return {"lost": lost, "split_ids": split_ids, "disorder": disorder, "events": len(records)}
 

@@ -1,11 +1,11 @@
-"""classify(): the checkpoint's GTID state against one server's GTIDs, on fixtures of both servers."""
+"""classify(): the checkpoint's GTID state against one server's GTIDs, on fixtures of both servers
+(mysql.hosts and Server.gtid_resume_problem both ask it)."""
 
 from __future__ import annotations
 
 import pytest
 
-from cdc.source.failover import Classification, ServerGtids, Verdict, classify, parse_binlog_state
-from cdc.source.server import GtidSet
+from cdc.source.server import Classification, GtidSet, ServerGtids, Verdict, classify, parse_binlog_state
 
 A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 B = "4f22ab58-82db-22f2-af44-d91bb0530673"
@@ -44,6 +44,7 @@ def verdict(checkpoint: str, server: ServerGtids) -> Verdict:
         (f"{A}:1-100", f"{A}:tag:1-3,{A}:1-100", "", Verdict.OK),  # tagged GTIDs are part of the set
         (f"{A}:tag:1-3,{A}:1-100", f"{A}:1-100", "", Verdict.LAGGING),
         ("", f"{F}:1-5", "", Verdict.OK),  # nothing read with GTIDs yet: any server will do
+        ("", f"{A}:1-5", f"{A}:1-2", Verdict.PURGED),  # ... that still has every transaction it wrote
     ],
 )
 def test_mysql(checkpoint: str, executed: str, purged: str, expected: Verdict) -> None:
@@ -69,6 +70,7 @@ def test_mysql(checkpoint: str, executed: str, purged: str, expected: Verdict) -
         # another topology in the same domain 0 that went past our sequence number without 301's transactions
         ("0-301-100", mariadb("0-901-500"), Verdict.FOREIGN),
         ("", mariadb("9-901-500"), Verdict.OK),
+        ("", mariadb("0-301-200", oldest_starts_after="0-301-150"), Verdict.PURGED),
     ],
 )
 def test_mariadb(checkpoint: str, server: ServerGtids, expected: Verdict) -> None:
