@@ -236,6 +236,9 @@ class Member:
         self._children: dict[int, SourceProcess] = {}
         self._next_start: dict[int, float] = {}
         self._backoff: dict[int, float] = {}
+        # After this process was paused past the session timeout no source restarts before this time (the
+        # group has likely moved them; see note_pause).
+        self._hold_until = 0.0
         self._consumer: KafkaConsumer | None = None
         self._sleep: Callable[[float], Any] | None = None
         lease = config.cluster.session_timeout_ms / 1000
@@ -317,9 +320,24 @@ class Member:
         self._children[p] = child
         self.metrics.running(self.names[p], True)
 
-    def _supervise(self) -> None:
+    def note_pause(self, gap: float, now: float) -> bool:
+        """Record that this process went `gap` seconds without a turn; True when that outlasted the session.
+
+        A source whose lease lapsed in the pause stops by itself, with exit 0 when it had nothing left to
+        commit, not 8 (fenced). Restarted one backoff later, while Kafka has not yet told this member it
+        lost the partition, its producer would fence the member the group gave the source to. So nothing
+        restarts here for two session timeouts, by when the group has answered either way (as for exit 8).
+        """
+        session = self.cluster.session_timeout_ms / 1000
+        if gap <= session:
+            return False
+        with self._lock:
+            self._hold_until = max(self._hold_until, now + 2 * session)
+        return True
+
+    def _supervise(self, now: float | None = None) -> None:
         """Restart a source that exited while this process still owns it."""
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         with self._lock:
             for p in sorted(self._owned):
                 child = self._children.get(p)
@@ -330,7 +348,7 @@ class Member:
                     child.close()
                     self.metrics.running(self.names[p], False)
                     self._exited(p, child.exit_code(), child, now)
-                if now >= self._next_start.get(p, 0.0):
+                if now >= self._next_start.get(p, 0.0) and now >= self._hold_until:
                     self.metrics.restart(self.names[p])
                     self._start(p)
 
@@ -358,12 +376,11 @@ class Member:
         self._next_start[p] = now + wait
 
     def _renew_leases(self) -> None:
-        lease = self.cluster.session_timeout_ms / 1000
         last = time.monotonic()
         while not self.stop.wait(LEASE_RENEW_SECONDS):
             now = time.monotonic()
             gap, last = now - last, now
-            if gap > lease:
+            if self.note_pause(gap, now):
                 # This process was paused (or starved) for longer than the session: the group has likely
                 # moved its sources. Renewing now would keep them streaming until Kafka says so; skipping
                 # one renewal lets their own lease check stop them at once.

@@ -111,7 +111,7 @@ class Pipeline:
         self._gtids = gtid_start
         source = BinlogSource(
             self.config, start, blocking=blocking, stop_at=stop_at, prefetch=self.mapper.prefetch,
-            gtid_start=gtid_start, is_mariadb=mariadb,
+            prefetch_changes=self.mapper.prefetch_changes, gtid_start=gtid_start, is_mariadb=mariadb,
         )  # fmt: skip
         interval = self.config.checkpoint.interval_seconds
         max_pending = self.config.checkpoint.max_pending_events

@@ -131,12 +131,56 @@ class Mapper:
         kind = wp.kind
         if len(rows) < 2 or (kind is not TableKind.POSTMETA and kind is not TableKind.TERM_RELATIONSHIPS):
             return
-        state, blog = self.state, wp.blog_id
         images = [
             (r.get("before_values"), r.get("after_values")) if op == "update" else (None, r.get("values"))
             if op == "insert" else (r.get("values"), None)
             for r in rows
         ]  # fmt: skip
+        self.state.prefetch_posts(wp.blog_id, self._posts_named(kind, images))
+        if kind is TableKind.TERM_RELATIONSHIPS:
+            self.state.prefetch_terms(wp.blog_id, self._terms_named(wp.blog_id, images))
+
+    def prefetch_changes(self, changes: list[RowChange]) -> None:
+        """`prefetch` for the row changes of several rows events (consecutive transactions), per
+        blog: one query for the posts and one for the terms their mapping would look up. An entry
+        a row among them sets (a post or term written in the batch) replaces what was fetched before
+        that row is mapped, so the events are those of mapping them without it."""
+        tables: dict[WordPressTable, list[tuple[dict[str, Any] | None, dict[str, Any] | None]]] = {}
+        written: set[tuple[int, Any]] = set()  # posts a wp_posts row of the batch sets (set_post)
+        # Per post named by a meta or relationship row: whether a wp_posts row before that first
+        # mention sets it (then no read asks the database for it, so neither does the prefetch).
+        first: dict[tuple[int, Any], bool] = {}
+        for c in changes:
+            kind, blog = c.wp.kind, c.wp.blog_id
+            if kind is TableKind.POSTS:
+                if c.after is not None:
+                    written.add((blog, c.after.get("ID")))
+            elif kind is TableKind.POSTMETA or kind is TableKind.TERM_RELATIONSHIPS:
+                tables.setdefault(c.wp, []).append((c.before, c.after))
+                column = "post_id" if kind is TableKind.POSTMETA else "object_id"
+                for image in (c.before, c.after):
+                    if image is not None:
+                        key = (blog, image.get(column))
+                        if key not in first:
+                            first[key] = key in written
+        # One query for the posts of each blog, then one for its terms (which leaves out the terms
+        # of posts now known to be excluded, as `prefetch` does).
+        posts: dict[int, set[int]] = {}
+        for wp, images in tables.items():
+            posts.setdefault(wp.blog_id, set()).update(self._posts_named(wp.kind, images))
+        for blog, ids in posts.items():
+            self.state.prefetch_posts(blog, {p for p in ids if not first.get((blog, p))})
+        terms: dict[int, set[int]] = {}
+        for wp, images in tables.items():
+            if wp.kind is TableKind.TERM_RELATIONSHIPS:
+                terms.setdefault(wp.blog_id, set()).update(self._terms_named(wp.blog_id, images))
+        for blog, ids in terms.items():
+            self.state.prefetch_terms(blog, ids)
+
+    def _posts_named(
+        self, kind: TableKind, images: list[tuple[dict[str, Any] | None, dict[str, Any] | None]]
+    ) -> set[int]:
+        """The posts the mapping of these meta or relationship rows looks up."""
         posts: set[int] = set()
         for before, after in images:
             image = after if after is not None else before
@@ -150,9 +194,11 @@ class Mapper:
                         posts.add(_int(before, "object_id"))
             except Exception:  # map() dead-letters it
                 continue
-        state.prefetch_posts(blog, posts)
-        if kind is not TableKind.TERM_RELATIONSHIPS:
-            return
+        return posts
+
+    def _terms_named(self, blog: int, images: list[tuple[dict[str, Any] | None, dict[str, Any] | None]]) -> set[int]:
+        """The terms the mapping of these relationship rows looks up (call after their posts' prefetch)."""
+        state = self.state
         terms: set[int] = set()
         for before, after in images:
             try:
@@ -171,7 +217,7 @@ class Mapper:
                     terms.update((old, new))
             except Exception:  # map() dead-letters it
                 continue
-        state.prefetch_terms(blog, terms)
+        return terms
 
     # -- wp_posts ------------------------------------------------------------------------------
 

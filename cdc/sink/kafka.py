@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
-from kafka import KafkaProducer
-from kafka.errors import InvalidProducerEpochError, KafkaError, KafkaTimeoutError, ProducerFencedError
-from kafka.partitioner.default import DefaultPartitioner, murmur2
-from kafka.structs import TopicPartition
-from kafka.version import __version__ as kafka_version
-
 from cdc.config import KafkaConfig
-from cdc.errors import OversizeError, ProducerFenced, SinkError
+from cdc.errors import OversizeError, SinkError
 from cdc.mapping.events import DEAD_LETTER, SCHEMA_VERSION, encode
 from cdc.sink.oversize import shrink_to_fit
+from cdc.sink.producer import BROADCAST_KEY_SUFFIX as BROADCAST_KEY_SUFFIX
+from cdc.sink.producer import BrokerHealth as BrokerHealth
+from cdc.sink.producer import HealthListener as HealthListener
+from cdc.sink.producer import Message as Message
+from cdc.sink.producer import Producer, ProducerSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +37,6 @@ def event_key(event: dict[str, Any]) -> bytes:
     if post is None and event["event_type"].startswith("table_"):
         return f"{event['blog_id']}:*".encode()  # a whole table: see BROADCAST_KEY_SUFFIX
     return f"{event['blog_id']}:{'' if post is None else post}".encode()
-
-
-# A key ending so (`{blog_id}:*`, the table_* events) goes to every partition of its topic: each
-# partition's consumer then sees the table change in order with the events of its own posts.
-BROADCAST_KEY_SUFFIX = b":*"
 
 
 class StdoutSink:
@@ -75,9 +65,6 @@ class StdoutSink:
             self.flush()
         except SinkError:
             pass
-
-
-Message = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
 
 
 class KafkaMessages:
@@ -128,25 +115,6 @@ def _headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
     ]
 
 
-@dataclass(frozen=True)
-class BrokerHealth:
-    """The producer's view of the broker, refreshed every _WATCH_SECONDS. `failures` counts broker
-    failures since the producer started (failed or unanswered metadata probes, rejected sends)."""
-
-    up: bool = True
-    problem: str = ""
-    oldest_unacked_seconds: float = 0.0
-    failures: int = 0
-
-
-HealthListener = Callable[[BrokerHealth], None]
-
-_WATCH_SECONDS = 0.25
-# A metadata request at least this often, so an idle stream notices a broker that went away (and
-# one that came back) without waiting for data to send.
-_PROBE_SECONDS = 1.0
-
-
 class HealthLog:
     """Logs the broker going down and coming back, then hands every report on to `listener`."""
 
@@ -173,321 +141,23 @@ class HealthLog:
             self._listener(health)
 
 
-class KafkaProducerSink:
-    """kafka-python in this process: acks=all, idempotent, batched; `flush()` waits for acks.
-
-    A watcher thread reports the broker's health to `report` every _WATCH_SECONDS: down when a
-    metadata probe fails or goes unanswered for kafka.health_timeout_seconds, when the oldest
-    unacknowledged message is older than that, or when a send was rejected since the last good probe.
-    kafka-python itself keeps reconnecting (backoff capped at kafka.reconnect_backoff_max_ms), so a
-    broker that comes back within kafka.flush_timeout_seconds is used again without a restart."""
+class KafkaProducerSink(Producer):
+    """The Producer (cdc.sink.producer) with KafkaMessages in front: the sink of `producer_process:
+    false`, of `wpcdc check` and of the tests."""
 
     def __init__(
         self, config: KafkaConfig, bootstrap_timeout_ms: int | None = None, report: HealthListener | None = None
     ) -> None:
-        self._config = config
         self._messages = KafkaMessages(config)
-        self._error: BaseException | None = None
-        self._report = report if report is not None else HealthLog()
-        self._outstanding: deque[tuple[float, Any]] = deque()  # (sent at, future), in send order
-        self._send_failures = 0
-        self._last_failure: BaseException | None = None
-        self._closed = threading.Event()
-        extra: dict[str, object] = {}
-        if bootstrap_timeout_ms is not None and "bootstrap_timeout_ms" in KafkaProducer.DEFAULT_CONFIG:
-            extra["bootstrap_timeout_ms"] = bootstrap_timeout_ms  # kafka-python >= 3 (30 s by default)
-        self.transactional = config.delivery == "exactly_once" and config.transactional_id is not None
-        if self.transactional:
-            extra["transactional_id"] = config.transactional_id
-            extra["transaction_timeout_ms"] = config.transaction_timeout_ms
-        try:
-            self._producer = KafkaProducer(
-                bootstrap_servers=config.bootstrap_servers,
-                client_id=config.client_id,
-                acks="all",
-                # Keeps per-partition order across internal retries, hence per-post order.
-                enable_idempotence=True,
-                compression_type=None if config.compression_type == "none" else config.compression_type,
-                linger_ms=config.linger_ms,
-                batch_size=config.batch_size,
-                max_request_size=config.max_request_size,
-                max_block_ms=config.max_block_ms,
-                request_timeout_ms=config.request_timeout_ms,
-                # kafka-python's default (30 s) made a broker that came back wait that long for the
-                # next connection attempt.
-                reconnect_backoff_max_ms=config.reconnect_backoff_max_ms,
-                **config.producer_security(),
-                **extra,
-            )
-        except KafkaError as exc:
-            raise SinkError(
-                f"cannot connect to Kafka at {','.join(config.bootstrap_servers)}: {exc}",
-                "check kafka.bootstrap_servers and that the brokers are up",
-            ) from None
-        for topic in (config.topic, config.dead_letter_topic):
-            self._require_topic(topic)
-        if self.transactional:
-            self._init_transactions()
-        self._fast = _fast_path(self._producer)
-        # Headers and framing stay within the 512 bytes KafkaMessages leaves; beyond, send() says why.
-        self._record_limit = config.max_request_size - 512
-        self._watcher = threading.Thread(target=self._watch, name="wpcdc-broker-health", daemon=True)
-        self._watcher.start()
-
-    def _watch(self) -> None:
-        timeout = self._config.health_timeout_seconds
-        # kafka-python's cluster metadata and network client (private: every use is guarded, and
-        # without them the health rests on acknowledgements alone).
-        metadata = getattr(self._producer, "_metadata", None)
-        client = getattr(getattr(self._producer, "_sender", None), "_client", None)
-        probe: Any = None
-        probe_at = last_probe = time.monotonic()
-        probe_problem = send_problem = ""
-        failures_seen = failures = 0
-        was_up = True
-        while not self._closed.wait(_WATCH_SECONDS):
-            now = time.monotonic()
-            if probe is not None and probe.is_done:
-                if probe.succeeded():
-                    probe_problem = send_problem = ""
-                else:
-                    probe_problem = f"metadata request failed: {probe.exception!r}"
-                probe = None
-            elif probe is not None and now - probe_at > timeout:
-                probe_problem = f"no answer to a metadata request for {now - probe_at:.1f}s"
-            if probe is None and metadata is not None and now - last_probe >= _PROBE_SECONDS:
-                try:
-                    probe = metadata.request_update()
-                except Exception as exc:  # a private API changed: go on without probes
-                    log.debug("metadata probe unavailable: %r", exc)
-                    metadata = None
-                probe_at = last_probe = now
-            if self._send_failures > failures_seen:
-                failures += self._send_failures - failures_seen
-                failures_seen = self._send_failures
-                send_problem = f"a send was rejected: {self._last_failure!r}"
-            outstanding = self._outstanding
-            while outstanding and outstanding[0][1].is_done:
-                outstanding.popleft()
-            oldest = now - outstanding[0][0] if outstanding else 0.0
-            problem = probe_problem or send_problem
-            if not problem and oldest > 2 * _WATCH_SECONDS and _connected(client, metadata) is False:
-                # Messages wait and no broker connection is open: it went away (a dead broker's
-                # metadata probe may stay pending for the whole timeout rather than fail).
-                problem = "lost the connection to the broker"
-            if not problem and oldest > timeout:
-                problem = f"no acknowledgement for {oldest:.1f}s"
-            if problem and was_up:
-                failures += 1
-            was_up = not problem
-            try:
-                self._report(BrokerHealth(not problem, problem, oldest, failures))
-            except Exception:
-                log.debug("broker health report failed", exc_info=True)
-
-    def _init_transactions(self) -> None:
-        """Register as the source's producer: the broker fences every older producer with this
-        transactional id and completes or aborts its open transaction, so what it left half-sent is
-        never read by read_committed consumers. Then the first transaction begins."""
-        try:
-            self._producer.init_transactions()
-            self._producer.begin_transaction()
-        except KafkaTimeoutError:
-            self.close()
-            raise SinkError(
-                f"Kafka did not register transactional id {self._config.transactional_id!r} within "
-                f"kafka.max_block_ms ({self._config.max_block_ms} ms)",
-                "check the broker; a broker needs transaction.state.log.replication.factor brokers up",
-            ) from None
-        except KafkaError as exc:
-            self.close()
-            raise SinkError(
-                f"Kafka refused transactional id {self._config.transactional_id!r}: {exc}",
-                "kafka.delivery exactly_once needs Kafka >= 2.5 and, with ACLs, WRITE and DESCRIBE on the "
-                "TransactionalId resource",
-            ) from None
-
-    def _wait_txn(self, begin: Callable[[], Any], what: str) -> None:
-        """commit_transaction()/abort_transaction() wait without a bound: a broker that dies then would
-        leave the stream stuck. The same steps (kafka-python's transaction manager), with a timeout."""
-        timeout_ms = int(self._config.flush_timeout_seconds * 1000)
-        result = begin()
-        self._producer._sender.wakeup()
-        if not result.wait(timeout_ms=timeout_ms):
-            raise SinkError(f"Kafka did not confirm the {what} within kafka.flush_timeout_seconds")
-
-    def commit(self, record: tuple[str, bytes, bytes]) -> None:
-        """exactly_once: the checkpoint `record` (topic, key, value) joins the open transaction, which
-        is then committed with every event and dead letter sent since the last commit; the next one
-        begins. Raises ProducerFenced or SinkError (then the transaction is not committed)."""
-        topic, key, value = record
-        self._raise_fenced(self._error)
-        manager = self._producer._transaction_manager
-        try:
-            self._producer.send(topic, key=key, value=value)  # the key's partition, as partition_for picks it
-            self._wait_acks()
-            self._wait_txn(manager.begin_commit, "transaction commit")
-            self._producer.begin_transaction()
-        except KafkaError as exc:
-            self._raise_fenced(exc)
-            raise SinkError(f"Kafka did not commit the transaction: {exc}") from None
-
-    def _raise_fenced(self, exc: BaseException | None) -> None:
-        if isinstance(exc, ProducerFencedError | InvalidProducerEpochError) or (
-            self.transactional and _fatal_fenced(self._producer)
-        ):
-            self._error = None
-            raise ProducerFenced(
-                f"another producer registered transactional id {self._config.transactional_id!r} (a newer wpcdc "
-                "on the same source): this one is fenced and stops; its open transaction is aborted",
-                "run one wpcdc per source (or let the group assign sources); give each source its own "
-                "kafka.transactional_id / checkpoint.kafka_key",
-            )
-
-    def _require_topic(self, topic: str) -> None:
-        try:
-            partitions = self._producer.partitions_for(topic)
-        except KafkaTimeoutError:
-            partitions = None
-        except KafkaError as exc:
-            raise SinkError(f"cannot read metadata of topic {topic!r}: {exc}", "check the broker") from None
-        if not partitions:
-            self.close()
-            raise SinkError(
-                f"Kafka topic {topic!r} does not exist or is not reachable",
-                "create it (kafka-topics.sh --create --topic ...), enable auto-creation on the broker, "
-                "or set kafka.topic / kafka.dead_letter_topic",
-            )
-
-    def _failed(self, exc: BaseException) -> None:
-        self._send_failures += 1
-        self._last_failure = exc
-        if self._error is None:
-            self._error = exc
-
-    def produce(self, message: Message) -> None:
-        topic, key, value, headers = message
-        try:
-            if key.endswith(BROADCAST_KEY_SUFFIX):
-                for partition in sorted(self._producer.partitions_for(topic) or ()):
-                    future = self._producer.send(topic, key=key, value=value, headers=headers, partition=partition)
-                    future.add_errback(self._failed)
-                return
-            future = self._producer.send(topic, key=key, value=value, headers=headers)
-        except KafkaTimeoutError as exc:
-            raise SinkError(f"Kafka did not accept a message within kafka.max_block_ms: {exc}") from None
-        except KafkaError as exc:
-            self._raise_fenced(exc)
-            raise SinkError(f"Kafka send failed: {exc}") from None
-        future.add_errback(self._failed)
-        self._outstanding.append((time.monotonic(), future))
-
-    def produce_batch(self, messages: list[Message]) -> None:
-        """`produce` for each message, in order, with kafka-python's per-record work cut to what a
-        keyed record of ours needs (about half the producer's CPU): the partition as kafka-python's
-        default partitioner picks it, the record appended to its batch, and the sender woken once
-        per call instead of at every record that fills or opens a batch (the wakeups, a syscall
-        each plus a turn of the sender loop, were most of the saving)."""
-        fast = self._fast
-        if fast is None:
-            for message in messages:
-                self.produce(message)
-            return
-        accumulator, metadata, sender, transactions = fast
-        failed = self._failed
-        outstanding = self._outstanding
-        limit = self._record_limit
-        now = time.monotonic()
-        try:
-            for message in messages:
-                topic, key, value, headers = message
-                partitions = metadata.partitions_for_topic(topic)
-                if not partitions or key.endswith(BROADCAST_KEY_SUFFIX) or len(key) + len(value) > limit:
-                    self.produce(message)  # metadata to wait for, a broadcast, or kafka-python's own size error
-                    continue
-                ordered = sorted(partitions)
-                tp = TopicPartition(topic, ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)])
-                if transactions is not None and transactions.is_transactional():
-                    transactions.maybe_add_partition_to_transaction(tp)
-                future = accumulator.append(tp, None, key, value, headers)[0]
-                future.add_errback(failed)
-                outstanding.append((now, future))
-        except KafkaError as exc:
-            self._raise_fenced(exc)
-            raise SinkError(f"Kafka send failed: {exc}") from None
-        finally:
-            sender.wakeup()
+        super().__init__(
+            ProducerSettings.of(config), bootstrap_timeout_ms, report if report is not None else HealthLog()
+        )
 
     def send(self, event: dict[str, Any], value: bytes | None = None) -> None:
         self.produce(self._messages.event(event, value))
 
     def send_dead_letter(self, record: dict[str, Any]) -> None:
         self.produce(self._messages.dead_letter(record))
-
-    def flush(self) -> None:
-        if self.transactional and self._error is None:
-            return  # exactly_once: `commit`, right after it, waits for everything with its checkpoint record
-        self._wait_acks()
-
-    def _wait_acks(self) -> None:
-        try:
-            self._producer.flush(timeout=self._config.flush_timeout_seconds)
-        except KafkaTimeoutError:
-            raise SinkError(
-                f"Kafka did not acknowledge within kafka.flush_timeout_seconds ({self._config.flush_timeout_seconds}s)"
-            ) from None
-        if self._error is not None:
-            self._raise_fenced(self._error)
-            error, self._error = self._error, None
-            raise SinkError(f"Kafka did not accept a message: {error}")
-
-    def close(self) -> None:
-        self._closed.set()
-        if self.transactional:
-            # Abort what this producer sent after its last commit: read_committed consumers would
-            # otherwise wait behind the open transaction until kafka.transaction_timeout_ms.
-            try:
-                manager = self._producer._transaction_manager
-                sent = manager._partitions_in_transaction or manager.has_partitions_to_add()
-                if sent and not manager.has_fatal_error():
-                    self._wait_txn(manager.begin_abort, "transaction abort")
-            except Exception:  # a dead broker, a fenced producer: the next owner's init aborts it
-                log.debug("could not abort the open transaction", exc_info=True)
-        try:
-            self._producer.close(timeout=5)
-        except Exception:  # closing a producer to a dead broker must not mask the original error
-            log.debug("error closing the Kafka producer", exc_info=True)
-
-
-def _fast_path(producer: KafkaProducer) -> tuple[Any, Any, Any, Any] | None:
-    """kafka-python's accumulator, metadata, sender and transaction manager, as KafkaProducer.send
-    uses them, for the version whose send() `produce_batch` was checked against (3.0); None (the
-    public send() for every record) for any other version or a producer configured otherwise."""
-    if not kafka_version.startswith("3.0.") or type(producer.config.get("partitioner")) is not DefaultPartitioner:
-        return None
-    try:
-        parts = (producer._accumulator, producer._metadata, producer._sender, producer._transaction_manager)
-    except AttributeError:
-        return None
-    if producer.config.get("key_serializer") or producer.config.get("value_serializer"):
-        return None
-    return parts
-
-
-def _fatal_fenced(producer: Any) -> bool:
-    """Whether kafka-python's transaction manager holds a fenced producer's fatal error (it keeps it
-    there and raises a generic error from later calls)."""
-    manager = getattr(producer, "_transaction_manager", None)
-    error = getattr(manager, "last_error", None) if manager is not None else None
-    return isinstance(error, ProducerFencedError | InvalidProducerEpochError)
-
-
-def _connected(client: Any, metadata: Any) -> bool | None:
-    """Whether any known broker has an open connection; None when kafka-python cannot tell."""
-    try:
-        return any(client.connected(b.node_id) for b in metadata.brokers())
-    except Exception:
-        return None
 
 
 def _too_large(event: dict[str, Any], size: int, limit: int) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The Kafka sink in a child process, so producing does not share the GIL with binlog decoding.
 
 On 2 cores the reader (decode + map + JSON) and kafka-python (~60 µs of Python per message through
-send(), about half that through KafkaProducerSink.produce_batch) would otherwise share one core.
+send(), 30-35 µs in the child through Producer.produce_batch) would otherwise share one core.
 The parent builds the messages (value, key, headers) and ships them in batches over a pipe; the
 child sends them in the order received (so per-post order holds) and answers each flush with the
 producer's verdict. The parent only checkpoints after that answer.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,9 @@ from typing import Any
 
 from cdc.config import KafkaConfig
 from cdc.errors import ProducerFenced, SinkError, WpcdcError
-from cdc.sink.kafka import BrokerHealth, HealthListener, HealthLog, KafkaMessages, KafkaProducerSink, Message
+from cdc.sink.child import _HealthPipe
+from cdc.sink.kafka import BrokerHealth, HealthListener, HealthLog, KafkaMessages, Message
+from cdc.sink.producer import ProducerSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,91 +35,10 @@ _BATCH = 500  # messages per pipe write: amortises pickling and syscalls, bounds
 _MAX_BATCH_DELAY = 0.002
 
 
-class _HealthPipe:
-    """The child's BrokerHealth reports, sent over a pipe of their own to the parent's watcher
-    (which logs and feeds the metrics: the child has no logging set up and the main pipe is busy
-    with batches and flushes). A pipe rather than multiprocessing shared memory: that needs
-    multiprocessing to start the child, and its spawn start method runs a resource-tracker
-    process besides (12 MiB) that has nothing to track here."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.last = BrokerHealth()
-
-    def write(self, health: BrokerHealth) -> None:
-        try:
-            self.conn.send(tuple(dataclasses.astuple(health)))
-        except OSError:
-            pass  # the parent is gone; the main pipe tells the child so
-
-    def read(self, timeout: float) -> BrokerHealth:
-        """The latest report, waiting up to `timeout` for one; the previous one if none came."""
-        try:
-            while self.conn.poll(timeout):
-                self.last = BrokerHealth(*self.conn.recv())
-                timeout = 0
-        except (EOFError, OSError):
-            pass
-        return self.last
-
-
-def _child_main() -> None:
-    """Entry point of `python -c` in the child: the two pipes' descriptors are in argv, the
-    configuration comes first down the main pipe."""
-    conn, health = (Connection(int(fd)) for fd in sys.argv[1:3])
-    config = conn.recv()
-    _child(conn, config, _HealthPipe(health))
-
-
-def _verdict(exc: WpcdcError) -> tuple[str, str, str]:
-    return ("fenced" if isinstance(exc, ProducerFenced) else "error", exc.problem, exc.fix)
-
-
-def _child(conn: Connection, config: KafkaConfig, health: _HealthPipe) -> None:
-    # The parent decides when to stop (flush, checkpoint, then close); a terminal's Ctrl-C reaches
-    # the whole process group and must not kill the producer mid-flush.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        sink = KafkaProducerSink(config, report=health.write)
-    except SinkError as exc:
-        conn.send(("error", exc.problem, exc.fix))
-        return
-    conn.send(("ready",))
-    failure: WpcdcError | None = None
-    try:
-        while True:
-            kind, payload = conn.recv()
-            if kind == "batch":
-                if failure is None:
-                    try:
-                        sink.produce_batch(payload)
-                    except (SinkError, ProducerFenced) as exc:
-                        failure = exc
-            elif kind == "flush" or kind == "commit":
-                try:
-                    if failure is not None:
-                        raise failure
-                    if kind == "commit":
-                        sink.commit(payload)
-                    else:
-                        sink.flush()
-                    conn.send(("ok",))
-                except (SinkError, ProducerFenced) as exc:
-                    conn.send(_verdict(exc))
-                    failure = None
-            elif kind == "close":
-                break
-    except (EOFError, OSError):
-        pass  # the parent is gone: nothing to report to
-    finally:
-        sink.close()
-
-
 def _start_child() -> tuple[subprocess.Popen[bytes], Connection, Connection]:
     """The producer child, started as a plain `python -c` (not multiprocessing: see _HealthPipe),
     with a duplex pipe for batches and flushes and a pipe for its health reports. It imports only
-    the sink, not the streamer's own modules."""
+    cdc.sink.child (kafka-python and cdc.sink.producer), not the streamer's own modules."""
     main, main_child = socket.socketpair()
     health, health_child = socket.socketpair()
     fds = (main_child.fileno(), health_child.fileno())
@@ -126,7 +46,7 @@ def _start_child() -> tuple[subprocess.Popen[bytes], Connection, Connection]:
     path = os.environ.get("PYTHONPATH")
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from cdc.sink.process import _child_main; _child_main()", *map(str, fds)],
+            [sys.executable, "-c", "from cdc.sink.child import main; main()", *map(str, fds)],
             pass_fds=fds, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")},
         )  # fmt: skip
@@ -154,10 +74,11 @@ class ProcessSink:
         self.transactional = config.delivery == "exactly_once" and config.transactional_id is not None
         self._stopped = threading.Event()
         self._report = report if report is not None else HealthLog()
+        settings = dataclasses.asdict(ProducerSettings.of(config))  # ConfigError here, before a child starts
         self._proc, self._conn, health = _start_child()
         self._health = _HealthPipe(health)
         try:
-            self._conn.send(config)
+            self._conn.send(settings)
         except OSError:
             pass  # the child died at start: _reply names its exit code
         reply = self._reply(start_timeout, "start the producer process")

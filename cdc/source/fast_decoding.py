@@ -11,8 +11,10 @@ Two hot spots on a WordPress binlog (see shared/notes/binlog-pitfalls.md):
    a per-table plan of small decoders reads straight from the packet buffer. Anything else
    (DECIMAL, JSON, ENUM/SET, BIT, TIME, partial images) goes through the library unchanged.
 
-3. Transaction boundaries: a GTID and an XID event per transaction, each built through the
-   library's generic constructor; FastPacketWrapper sets their few attributes directly.
+3. Event objects: per row change a rows event, a table map, a GTID and an XID event (and on MySQL
+   a BEGIN query event), each built through the library's generic constructor with a dozen keyword
+   arguments; FastPacketWrapper sets their attributes directly (table maps and query events from a
+   parse memoized per exact bytes), falling back to the library for anything unusual.
 
 4. Values a non-strict sql_mode let in (bytes not valid in a text column's character set, dates
    with a zero month or day) become a `cdc.core.values.RawValue` in that column, in the fast
@@ -63,12 +65,15 @@ class MemoTableMapEvent(TableMapEvent):
         raw = from_packet.packet
         # event_size excludes the header and the CRC32 trailer, which covers the header (timestamp,
         # position) and so differs between otherwise identical table maps.
-        key = bytes(raw._data[raw._position : raw._position + event_size])
+        body = raw._position
+        key = bytes(raw._data[body : body + event_size])
         parsed = memo.get(key)
         if parsed is None:
             super().__init__(from_packet, event_size, table_map, ctl_connection, **kwargs)
             if type(getattr(self, "table_obj", None)) is Table:
                 self.table_obj.__class__ = _CachedTable
+            if raw._position - body != event_size:
+                return  # the lean wrapper's memo hit consumes the whole event, as this parse did not
             if len(memo) >= _MAX_ENTRIES:
                 memo.clear()
             memo[key] = {k: v for k, v in self.__dict__.items() if k not in _PER_EVENT}
@@ -342,6 +347,7 @@ class _FastRows:
             or wrapper._BinLogPacketWrapper__data_buffer  # bytes pushed back by the library
         ):
             return super()._read_column_data(cols_bitmap, row_image_type)  # type: ignore[misc]
+        self.is_partial_json_update = False  # as the library's reader sets it (no partial images here)
         raw = wrapper.packet
         data, start = raw._data, raw._position
         pos = start + plan.null_bytes
@@ -426,28 +432,48 @@ class FastDeleteRowsEvent(_FastRows, DeleteRowsEvent):
 EVENT_CLASSES = (MemoTableMapEvent, FastWriteRowsEvent, FastUpdateRowsEvent, FastDeleteRowsEvent)
 
 
-# -- transaction boundaries ------------------------------------------------------------------------
+# -- events built directly -----------------------------------------------------------------------
 
 _HEADER = struct.Struct("<cIBIIIH")
 _XID = struct.Struct("<Q")
 _MARIADB_GTID = struct.Struct("<QIB")
+_MYSQL_GTID = struct.Struct("<B16sQB")
+_MYSQL_GTID_CLOCK = struct.Struct("<QQ")
+_ROWS_V2 = struct.Struct("<6sHH")
+_ROWS_V1 = struct.Struct("<6sH")
+_ROWS_V2_TYPES = frozenset({BINLOG.WRITE_ROWS_EVENT_V2, BINLOG.UPDATE_ROWS_EVENT_V2, BINLOG.DELETE_ROWS_EVENT_V2})
+_ROWS_V1_TYPES = frozenset({BINLOG.WRITE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.DELETE_ROWS_EVENT_V1})
+_UPDATE_TYPES = frozenset({BINLOG.UPDATE_ROWS_EVENT_V1, BINLOG.UPDATE_ROWS_EVENT_V2})
+_LEAN_TYPES = frozenset(
+    {BINLOG.XID_EVENT, BINLOG.MARIADB_GTID_EVENT, BINLOG.GTID_LOG_EVENT, BINLOG.QUERY_EVENT, BINLOG.TABLE_MAP_EVENT}
+    | _ROWS_V1_TYPES
+    | _ROWS_V2_TYPES
+)
+# Query events (BEGIN, COMMIT, XA ...) are parsed once per exact bytes after the thread id and the
+# execution time, like table maps; a long statement (DDL) is rare and not worth keeping.
+QUERY_MEMO_ATTRIBUTE = "_wpcdc_query_memo"
+_QUERY_MEMO_MAX_BYTES = 512
+_QUERY_PER_EVENT = _PER_EVENT | {"slave_proxy_id", "execution_time"}
 
 
 class FastPacketWrapper(BinLogPacketWrapper):
-    """Every transaction costs a GTID and an XID event besides its rows; the library builds each
-    through a generic constructor with a dozen keyword arguments. For those two this sets the same
-    attributes directly (all of them, so the objects are indistinguishable); every other event, and
-    every event of a reader without the switch, takes the library's constructor."""
+    """Every row change costs, besides its rows, a rows event, a table map and a transaction's GTID,
+    XID (and on MySQL BEGIN) events, each built by the library through a generic constructor with a
+    dozen keyword arguments. For those this sets the same attributes directly (all of them, so the
+    objects are indistinguishable; the packet is left where the library leaves it): rows events of
+    the common shapes, table maps whose parse is memoized, GTID/XID events, and query events whose
+    parse is memoized. Anything else (checksum verification, a table not mapped, V2 extra data, a
+    post-header of another length, 251+ columns), every other event, and every event of a reader
+    without the switch, takes the library's constructor."""
 
     def __init__(self, from_packet: Any, table_map: Any, ctl_connection: Any, *args: Any, **kwargs: Any) -> None:
-        event_type = from_packet._data[from_packet._position + 5]  # after the OK byte and the timestamp
+        data = from_packet._data
+        start = from_packet._position
+        event_type = data[start + 5]  # after the OK byte and the timestamp
         if event_type == mysql_events.TRANSACTION_PAYLOAD_EVENT:
             # Its inner events are wrapped later with exactly the reader's arguments (see mysql_events).
             self.wpcdc_wrapper_args = (table_map, ctl_connection, args, kwargs)
-        if (
-            event_type not in (BINLOG.XID_EVENT, BINLOG.MARIADB_GTID_EVENT)
-            or getattr(ctl_connection, MEMO_ATTRIBUTE, None) is None
-        ):
+        if event_type not in _LEAN_TYPES or getattr(ctl_connection, MEMO_ATTRIBUTE, None) is None:
             super().__init__(from_packet, table_map, ctl_connection, *args, **kwargs)
             return
         params = _wrapper_params(args, kwargs)
@@ -455,37 +481,175 @@ class FastPacketWrapper(BinLogPacketWrapper):
         if params["verify_checksum"] or event_class not in params["allowed_events"]:
             super().__init__(from_packet, table_map, ctl_connection, *args, **kwargs)
             return
+        _, timestamp, _, server_id, event_size, log_pos, flags = _HEADER.unpack_from(data, start)
+        size = event_size - (23 if params["use_checksum"] else 19)
+        body = start + 20
+        if event_type == BINLOG.QUERY_EVENT:
+            memo: dict[Any, Any] = getattr(ctl_connection, QUERY_MEMO_ATTRIBUTE)
+            key = (_declared(params, event_type, 13), bytes(data[body + 8 : body + size]))
+            parsed = memo.get(key) if len(key[1]) <= _QUERY_MEMO_MAX_BYTES else None
+            if parsed is None:
+                super().__init__(from_packet, table_map, ctl_connection, *args, **kwargs)
+                ev = self.event
+                if len(key[1]) <= _QUERY_MEMO_MAX_BYTES and type(ev) is event_class:
+                    if len(memo) >= _MAX_ENTRIES:
+                        memo.clear()
+                    consumed = (from_packet._position - body, self.read_bytes)
+                    memo[key] = ({k: v for k, v in ev.__dict__.items() if k not in _QUERY_PER_EVENT}, consumed)
+                return
+        elif event_type == BINLOG.TABLE_MAP_EVENT:
+            tm_memo: dict[bytes, dict[str, Any]] = getattr(ctl_connection, MEMO_ATTRIBUTE)
+            parsed = tm_memo.get(bytes(data[body : body + size]))
+            if parsed is None:  # parsed by MemoTableMapEvent, which memoizes it
+                super().__init__(from_packet, table_map, ctl_connection, *args, **kwargs)
+                return
+        elif event_type in _ROWS_V2_TYPES or event_type in _ROWS_V1_TYPES:
+            v2 = event_type in _ROWS_V2_TYPES
+            known = 10 if v2 else 8
+            table_id_raw, _, extra = (_ROWS_V2 if v2 else _ROWS_V1).unpack_from(data, body) + ((2,) if not v2 else ())
+            table = table_map.get(int.from_bytes(table_id_raw, "little"))
+            columns = data[body + known] if body + known < len(data) else 251
+            bitmap = (columns + 7) // 8
+            header_end = body + known + 1 + bitmap * (2 if event_type in _UPDATE_TYPES else 1)
+            if (
+                table is None  # filtered table map: the library marks the event unprocessed
+                or extra != 2  # V2 extra data (NDB, partition info): the library reads it
+                or _declared(params, event_type, known) != known
+                or columns >= 251  # a column count that is not a single byte (or a cut-off event)
+                or header_end > len(data)
+                or _table_filtered(table, params)
+            ):
+                super().__init__(from_packet, table_map, ctl_connection, *args, **kwargs)
+                return
+        elif event_type == BINLOG.GTID_LOG_EVENT and (size < 42 or params["mysql_version"] < (5, 7)):
+            super().__init__(from_packet, table_map, ctl_connection, *args, **kwargs)
+            return
+
         self._BinLogPacketWrapper__data_buffer = b""
         self.packet = from_packet
         self.charset = ctl_connection.charset
         self.enable_logging = params["enable_logging"]
         self.use_column_name_cache = params["use_column_name_cache"]
-        _, self.timestamp, self.event_type, self.server_id, self.event_size, self.log_pos, self.flags = _HEADER.unpack(
-            from_packet.read(20)
-        )
-        self.read_bytes = 0  # the library reads the header from the raw packet, not through self.read
+        self.timestamp, self.event_type, self.server_id = timestamp, event_type, server_id
+        self.event_size, self.log_pos, self.flags = event_size, log_pos, flags
+        from_packet._position = body  # the library reads the header from the raw packet, not through self.read
         ev = event_class.__new__(event_class)
+        # The attributes every event of this reader shares, set in one dict update.
+        ev.__dict__.update(_shared(params, table_map, ctl_connection))
         ev.packet = self
-        ev.table_map = table_map
         ev.event_type = event_type
-        ev.timestamp = self.timestamp
-        ev.event_size = self.event_size - (23 if params["use_checksum"] else 19)
-        ev._post_header_lengths = params["post_header_lengths"]
-        ev._ctl_connection = ctl_connection
-        ev.mysql_version = params["mysql_version"]
-        ev._ignore_decode_errors = params["ignore_decode_errors"]
-        ev._verify_checksum = False
-        ev._is_event_valid = None
-        ev._processed = True
-        ev.complete = True
-        ev.dbms = ctl_connection._get_dbms()
-        if event_type == BINLOG.XID_EVENT:
-            ev.xid = _XID.unpack(self.read(8))[0]
-        else:
-            ev.server_id = self.server_id
-            ev.gtid_seq_no, ev.domain_id, ev.flags = _MARIADB_GTID.unpack(self.read(13))
-            ev.gtid = f"{ev.domain_id}-{ev.server_id}-{ev.gtid_seq_no}"
+        ev.timestamp = timestamp
+        ev.event_size = size
         self.event = ev
+        if event_type == BINLOG.XID_EVENT:
+            ev.xid = _XID.unpack_from(data, body)[0]
+            self._consumed(body, 8)
+        elif event_type == BINLOG.MARIADB_GTID_EVENT:
+            ev.server_id = server_id
+            ev.gtid_seq_no, ev.domain_id, ev.flags = _MARIADB_GTID.unpack_from(data, body)
+            ev.gtid = f"{ev.domain_id}-{server_id}-{ev.gtid_seq_no}"
+            self._consumed(body, 13)
+        elif event_type == BINLOG.GTID_LOG_EVENT:
+            commit, ev.sid, ev.gno, ev.lt_type = _MYSQL_GTID.unpack_from(data, body)
+            ev.commit_flag = commit == 1
+            ev.last_committed, ev.sequence_number = _MYSQL_GTID_CLOCK.unpack_from(data, body + 26)
+            self._consumed(body, 42)
+        elif event_type == BINLOG.QUERY_EVENT:
+            attributes, (advance, read) = parsed
+            ev.slave_proxy_id, ev.execution_time = _QUERY_IDS.unpack_from(data, body)
+            ev.__dict__.update(attributes)
+            from_packet._position = body + advance
+            self.read_bytes = read
+        elif event_type == BINLOG.TABLE_MAP_EVENT:
+            # The library's parse reads the whole event (its optional metadata runs to the end).
+            self._consumed(body, size)
+            ev.__dict__.update(parsed)
+            if ev._processed:
+                table_map[ev.table_id] = ev.table_obj
+            else:  # a table of another schema: the library's wrapper drops the event
+                self.event = None
+        else:
+            ev.__dict__.update(_shared_rows(params))
+            ev._RowsEvent__none_sources = {}
+            ev.table_id = int.from_bytes(table_id_raw, "little")
+            ev.primary_key = table.data["primary_key"]
+            ev.schema = table.schema
+            ev.table = table.table
+            ev.flags = _ROWS_V1.unpack_from(data, body)[1]
+            if v2:
+                ev.extra_data_length = 2
+            ev.number_of_columns = columns
+            ev.columns = table.columns
+            pos = body + known + 1
+            ev.columns_present_bitmap = data[pos : pos + bitmap]
+            if event_type in _UPDATE_TYPES:
+                ev.columns_present_bitmap2 = data[pos + bitmap : pos + 2 * bitmap]
+            self._consumed(body, header_end - body)
+
+    def _consumed(self, body: int, n: int) -> None:
+        self.packet._position = body + n
+        self.read_bytes = n
+
+
+_QUERY_IDS = struct.Struct("<II")
+# The last (params, table_map, control connection) and the attributes BinLogEvent.__init__ sets
+# from them; and the last params with RowsEvent's. The reader passes the same objects for every
+# event until a format description, a rotation (a new table map) or another reader.
+_last_shared: list[Any] = [None, None, None, None]
+_last_rows: list[Any] = [None, None]
+
+
+def _shared(params: dict[str, Any], table_map: Any, ctl_connection: Any) -> dict[str, Any]:
+    last = _last_shared
+    if last[0] is params and last[1] is table_map and last[2] is ctl_connection:
+        return last[3]  # type: ignore[no-any-return]
+    shared = {
+        "table_map": table_map,
+        "_post_header_lengths": params["post_header_lengths"],
+        "_ctl_connection": ctl_connection,
+        "mysql_version": params["mysql_version"],
+        "_ignore_decode_errors": params["ignore_decode_errors"],
+        "_verify_checksum": False,
+        "_is_event_valid": None,
+        "_processed": True,
+        "complete": True,
+        "dbms": ctl_connection._get_dbms(),
+    }
+    last[:] = [params, table_map, ctl_connection, shared]
+    return shared
+
+
+def _shared_rows(params: dict[str, Any]) -> dict[str, Any]:
+    if _last_rows[0] is params:
+        return _last_rows[1]  # type: ignore[no-any-return]
+    shared = {
+        "_RowsEvent__rows": None,
+        "_RowsEvent__only_tables": params["only_tables"],
+        "_RowsEvent__ignored_tables": params["ignored_tables"],
+        "_RowsEvent__only_schemas": params["only_schemas"],
+        "_RowsEvent__ignored_schemas": params["ignored_schemas"],
+        "_RowsEvent__use_column_name_cache": params["use_column_name_cache"],
+        "_RowsEvent__enable_logging": params["enable_logging"],
+    }
+    _last_rows[:] = [params, shared]
+    return shared
+
+
+def _declared(params: dict[str, Any], event_type: int, default: int) -> int:
+    """The post-header length the format description declares for this type (BinLogEvent's rule)."""
+    lengths = params["post_header_lengths"]
+    if not lengths or not 0 <= event_type - 1 < len(lengths):
+        return default
+    return int(lengths[event_type - 1])
+
+
+def _table_filtered(table: Any, params: dict[str, Any]) -> bool:
+    """RowsEvent's table and schema filters (the reader passes only_schemas)."""
+    only, ignored = params["only_tables"], params["ignored_tables"]
+    if (only is not None and table.table not in only) or (ignored is not None and table.table in ignored):
+        return True
+    only, ignored = params["only_schemas"], params["ignored_schemas"]
+    return (only is not None and table.schema not in only) or (ignored is not None and table.schema in ignored)
 
 
 _WRAPPER_PARAMS = mysql_events.WRAPPER_PARAMS
@@ -530,4 +694,5 @@ def install() -> None:
 
 
 def enable(ctl_connection: Any) -> None:
+    setattr(ctl_connection, QUERY_MEMO_ATTRIBUTE, {})
     setattr(ctl_connection, MEMO_ATTRIBUTE, {})

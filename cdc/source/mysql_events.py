@@ -25,6 +25,7 @@ import zstandard
 from pymysql.protocol import MysqlPacket
 from pymysqlreplication import binlogstream
 from pymysqlreplication.event import BinLogEvent, GtidEvent
+from pymysqlreplication.row_event import TableMapEvent
 
 TRANSACTION_PAYLOAD_EVENT = 40
 GTID_TAGGED_LOG_EVENT = 42
@@ -154,6 +155,10 @@ class TransactionPayloadEvent(BinLogEvent):
                 )
                 wrapper = wrapper_class(packet, table_map, ctl_connection, *_inner_args(args, params))
                 ev = wrapper.event
+                if isinstance(ev, TableMapEvent):
+                    # What the reader's fetchone does after a table map: its parse leaves a first
+                    # Table (primary key not yet read from the metadata) in the map, get_table() the final one.
+                    table_map[ev.table_id] = ev.get_table()
                 if ev is not None:
                     ev.payload = self
                     ev.payload_index = index

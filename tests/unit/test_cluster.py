@@ -103,3 +103,54 @@ def test_group_metrics_count_ownership_and_readiness_comes_from_the_member() -> 
     assert m.readiness(60) == (False, "not started")
     m.readiness_probe = lambda: (True, "standby")
     assert m.readiness(60) == (True, "standby")
+
+
+class _Exited:
+    """A source child that has exited with `code` (only what Member._supervise reads)."""
+
+    def __init__(self, code: int, started_at: float) -> None:
+        self.code, self.started_at = code, started_at
+
+    def alive(self) -> bool:
+        return False
+
+    def exit_code(self) -> int:
+        return self.code
+
+    def close(self) -> None:
+        pass
+
+
+def test_after_a_pause_past_the_session_no_source_restarts_until_the_group_has_answered(tmp_path) -> None:
+    # A lease that lapsed in a pause stops the source with exit 0 (nothing to commit), not 8: restarted
+    # one backoff later, before Kafka told the member it lost the partition, it would fence the new owner.
+    from cdc.cluster import Member
+
+    config = parse_config(GROUP)
+    member = Member(config, tmp_path / "config.yaml", "kafka", threading.Event())
+    started: list[int] = []
+    member._start = started.append  # type: ignore[method-assign]
+    session = config.cluster.session_timeout_ms / 1000
+    member._owned = {0, 1}
+    assert not member.note_pause(session * 0.5, now=1000.0)  # a short stall is not a pause
+    assert member.note_pause(session + 1, now=1000.0)
+    member._children = {0: _Exited(0, started_at=0.0), 1: _Exited(1, started_at=0.0)}  # type: ignore[dict-item]
+    member._supervise(now=1002.0)
+    member._supervise(now=1000.0 + 2 * session - 0.1)
+    assert started == []
+    member._supervise(now=1000.0 + 2 * session)
+    assert sorted(started) == [0, 1]
+
+
+def test_without_a_pause_an_exited_source_restarts_after_its_backoff(tmp_path) -> None:
+    from cdc.cluster import Member
+
+    member = Member(parse_config(GROUP), tmp_path / "config.yaml", "kafka", threading.Event())
+    started: list[int] = []
+    member._start = started.append  # type: ignore[method-assign]
+    member._owned = {0}
+    member._children = {0: _Exited(0, started_at=0.0)}  # type: ignore[dict-item]
+    member._supervise(now=500.0)  # ran for more than 60 s: restarted after 1 s
+    assert started == []
+    member._supervise(now=501.0)
+    assert started == [0]

@@ -476,3 +476,28 @@ def test_prefetch_without_batch_support_or_for_one_row_asks_nothing() -> None:
     m = Mapper(WordPressState(batch), 101)
     m.prefetch(WordPressTable(1, M), "insert", [{"values": meta_row(1, 5)}])
     assert batch.asked == []
+
+
+def test_prefetch_changes_asks_once_for_a_run_of_transactions_and_not_for_posts_written_before_use() -> None:
+    posts = {(1, p): PostInfo("post", "publish") for p in (5, 6)}
+    db = BatchLookup(posts, {(1, 20): TermInfo(2, "category", "news", "News")})
+    m = Mapper(WordPressState(db), 101)
+    changes = [
+        change(M, "insert", after=meta_row(1, 5)),  # one single-row statement each, as WordPress writes
+        change(P, "insert", after=post_row(7)),  # post 7 is written before its meta: no lookup for it
+        change(M, "insert", after=meta_row(2, 7)),
+        change(R, "insert", after=rel_row(6, 20)),
+        change(M, "insert", after=meta_row(3, 8)),  # 8 is mentioned first, written after: asked for
+        change(P, "insert", after=post_row(8)),
+        change(R, "insert", after=rel_row(6, 21)),
+    ]
+    m.prefetch_changes(changes)
+    assert db.asked == [("posts", [5, 6, 8]), ("terms", [20, 21])]  # one query each, 7 is not asked for
+    db.asked.clear()
+    out = [m.map(c) for c in changes]
+    assert db.asked == [], "every read found its answer in the cache"
+    # The same events as mapping the rows one by one with a lookup per miss.
+    db2 = BatchLookup(posts, {(1, 20): TermInfo(2, "category", "news", "News")})
+    m2 = Mapper(WordPressState(db2), 101)
+    assert [x.encoded for x in out] == [m2.map(c).encoded for c in changes]
+    assert db2.asked != []
