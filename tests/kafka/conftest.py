@@ -10,6 +10,7 @@ with `@pytest.mark.parametrize("stack", [...], indirect=True)`."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,13 @@ def read_topic(
         return out
     finally:
         consumer.close()
+
+
+def tally(expected: int, committed: list[dict[str, Any]], uncommitted: list[dict[str, Any]]) -> tuple[int, int, int]:
+    """(lost, duplicated, records in aborted transactions) of a run that should have published
+    `expected` events, from what read_committed and read_uncommitted consumers saw (read_topic)."""
+    ids = Counter(str(v["event_id"]) for v in committed)
+    return expected - len(ids), sum(n - 1 for n in ids.values()), len(uncommitted) - len(committed)
 
 
 def set_topic_config(bootstrap: str, topic: str, **configs: Any) -> None:

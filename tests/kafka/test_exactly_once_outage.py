@@ -17,7 +17,7 @@ from cdc.dev.kafka import Kafka
 from tests.conftest import BROKER_FIGURES as FIGURES
 from tests.faults.test_outages import Writer
 from tests.integration.conftest import Site, Stack, Streamer
-from tests.kafka.conftest import read_topic
+from tests.kafka.conftest import read_topic, tally
 from tests.kafka.test_exactly_once import exactly_once, wait_for_checkpoint_at
 from tests.kafka.test_kafka_checkpoints import stored
 
@@ -69,10 +69,7 @@ def test_exactly_once_survives_a_broker_kill_9_and_restart_slow(stack: Stack, tm
         out = s.output()
 
         expected = len(writer.ids) + writer.meta  # each insert is one event (drafts, meta rows)
-        ids = Counter(str(v["event_id"]) for v in committed)
-        lost = expected - len(ids)
-        dup = sum(n - 1 for n in ids.values())
-        aborted = len(uncommitted) - len(committed)
+        lost, dup, aborted = tally(expected, committed, uncommitted)
         FIGURES.append(
             f"[exactly_once, broker kill -9 + restart] row changes {expected}, read_committed {len(committed)}: "
             f"lost {lost}, dup {dup}, records in aborted transactions {aborted}; broker down "
@@ -85,7 +82,7 @@ def test_exactly_once_survives_a_broker_kill_9_and_restart_slow(stack: Stack, tm
         assert code == 0, out[-3000:]
         assert lost == 0, f"lost {lost} of {expected}"
         assert {v["post_id"] for v in committed if v["event_type"] == "post_created"} == set(writer.ids)
-        assert dup == 0, ids.most_common(3)
+        assert dup == 0, Counter(str(v["event_id"]) for v in committed).most_common(3)
         assert "Kafka broker unreachable" in out, out[-3000:]
         assert "restarting from the last checkpoint" in out, out[-3000:]
         assert "Traceback" not in out, out[-3000:]
