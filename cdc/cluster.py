@@ -234,11 +234,9 @@ class Member:
         self._lock = threading.Lock()
         self._owned: set[int] = set()
         self._children: dict[int, SourceProcess] = {}
+        # Per source: no restart before this time (a backoff, a fence, a pause; the latest rule wins).
         self._next_start: dict[int, float] = {}
         self._backoff: dict[int, float] = {}
-        # After this process was paused past the session timeout no source restarts before this time (the
-        # group has likely moved them; see note_pause).
-        self._hold_until = 0.0
         self._consumer: KafkaConsumer | None = None
         self._sleep: Callable[[float], Any] | None = None
         lease = config.cluster.session_timeout_ms / 1000
@@ -332,8 +330,14 @@ class Member:
         if gap <= session:
             return False
         with self._lock:
-            self._hold_until = max(self._hold_until, now + 2 * session)
+            for p in self._owned:
+                self._not_before(p, now + 2 * session)
         return True
+
+    def _not_before(self, p: int, when: float) -> None:
+        # A later rule never shortens an earlier one: a source that exits with a 1 s backoff during a
+        # pause's hold stays held.
+        self._next_start[p] = max(self._next_start.get(p, 0.0), when)
 
     def _supervise(self, now: float | None = None) -> None:
         """Restart a source that exited while this process still owns it."""
@@ -348,7 +352,7 @@ class Member:
                     child.close()
                     self.metrics.running(self.names[p], False)
                     self._exited(p, child.exit_code(), child, now)
-                if now >= self._next_start.get(p, 0.0) and now >= self._hold_until:
+                if now >= self._next_start.get(p, 0.0):
                     self.metrics.restart(self.names[p])
                     self._start(p)
 
@@ -373,7 +377,7 @@ class Member:
                 "source %s exited with code %s while this process owns it; restarting it in %.1fs",
                 name, code, wait, extra={"event": "source_exited", "source": name, "exit_code": code},
             )  # fmt: skip
-        self._next_start[p] = now + wait
+        self._not_before(p, now + wait)
 
     def _renew_leases(self) -> None:
         last = time.monotonic()
