@@ -412,7 +412,7 @@ def check(config_path: Path, offline: bool) -> None:
         )
     from cdc.errors import PreflightError, WpcdcError
     from cdc.runner import make_store
-    from cdc.sink.kafka import probe_kafka
+    from cdc.sink.in_process import probe_kafka
     from cdc.sink.topics import fit_to_topics
     from cdc.source.preflight import Finding, check_server, failures
     from cdc.source.server import GtidSet, Server
