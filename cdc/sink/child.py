@@ -4,6 +4,7 @@ without pydantic or the streamer's configuration and mapping modules."""
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 from multiprocessing.connection import Connection
@@ -20,6 +21,9 @@ def main() -> None:
     topics first (answered, then the fitted settings follow), and ("start", settings): a dict of
     ProducerSettings' fields."""
     conn, health = (Connection(int(fd)) for fd in sys.argv[1:3])
+    # Everything imported lives as long as the child: out of the cyclic collector's sight, which
+    # walked kafka-python's protocol classes at every full collection and at exit (see cdc.cli._started).
+    gc.freeze()
     # The parent decides when to stop (flush, checkpoint, then close); a terminal's Ctrl-C reaches
     # the whole process group and must not kill the producer mid-flush.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
