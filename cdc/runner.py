@@ -13,7 +13,6 @@ from typing import Any
 
 from cdc import __version__
 from cdc.checkpoint.facts import FactJournal
-from cdc.checkpoint.kafka import KafkaCheckpointStore, TransactionalCheckpointStore
 from cdc.checkpoint.store import Checkpoint, CheckpointStore, FileCheckpointStore
 from cdc.config import Config
 from cdc.core.position import BinlogPosition
@@ -33,9 +32,8 @@ from cdc.ops.metrics import Metrics
 from cdc.ops.progress import RangeProgress, SnapshotProgress
 from cdc.ops.stats import RunStats
 from cdc.pipeline import Pipeline, supervise
-from cdc.sink.kafka import HealthListener, HealthLog, KafkaProducerSink, Sink, StdoutSink
+from cdc.sink.kafka import HealthListener, HealthLog, Sink, StdoutSink
 from cdc.sink.process import ProcessSink
-from cdc.sink.topics import fit_to_topics
 from cdc.snapshot.reader import DatabaseChunkSource
 from cdc.snapshot.requests import CheckpointLock, RequestInbox
 from cdc.snapshot.snapshotter import SnapshotRequest, SnapshotState, Snapshotter
@@ -52,18 +50,24 @@ def make_sink(config: Config, kind: str, report: HealthListener | None = None) -
     the line saying the broker is back comes whichever producer sees it)."""
     if kind == "stdout":
         return StdoutSink()
-    kafka = fit_to_topics(config.kafka)
+    kafka = config.kafka
     if kafka.delivery == "exactly_once":
         kafka = kafka.model_copy(update={"transactional_id": config.transactional_id()})
     if kafka.producer_process:
-        return ProcessSink(kafka, report=report)
-    return KafkaProducerSink(kafka, report=report)
+        return ProcessSink(kafka, report=report)  # fitted to the topics by the child, which asks the broker
+    # kafka-python only where it runs in this process (it costs ~0.2 CPU s to import).
+    from cdc.sink.in_process import KafkaProducerSink
+    from cdc.sink.topics import fit_to_topics
+
+    return KafkaProducerSink(fit_to_topics(kafka), report=report)
 
 
 def make_store(config: Config, *, owner: bool = False, kind: str | None = None) -> CheckpointStore:
     """The configured checkpoint store (or `kind`'s). `owner`: the process that writes it (`run`)."""
     kind = kind or config.checkpoint.store
     if kind == "kafka":
+        from cdc.checkpoint.kafka import KafkaCheckpointStore  # imports kafka-python: only when configured
+
         return KafkaCheckpointStore(config.kafka, config.checkpoint.kafka_topic, config.checkpoint_key(), owner=owner)
     return FileCheckpointStore(config.checkpoint.path)
 
@@ -282,7 +286,11 @@ def _stream_source(run: _RunContext, sink_box: list[Sink], broker_log: HealthLog
     # exactly_once: the producer registers its transactional id (fencing a former owner and aborting
     # its open transaction) before the checkpoint is read, and every checkpoint after that is written
     # in the producer's transaction.
-    eos = config.kafka.delivery == "exactly_once" and sink_kind == "kafka" and isinstance(store, KafkaCheckpointStore)
+    eos = False
+    if config.kafka.delivery == "exactly_once" and sink_kind == "kafka":
+        from cdc.checkpoint.kafka import KafkaCheckpointStore, TransactionalCheckpointStore  # kafka-python: only here
+
+        eos = isinstance(store, KafkaCheckpointStore)
     if eos:
         assert isinstance(store, KafkaCheckpointStore)
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from cdc.config import KafkaConfig
-from cdc.errors import ProducerFenced, SinkError, WpcdcError
-from cdc.sink.child import _HealthPipe
+from cdc.errors import KafkaSetupError, ProducerFenced, SinkError, WpcdcError
 from cdc.sink.kafka import BrokerHealth, HealthListener, HealthLog, KafkaMessages, Message
-from cdc.sink.producer import ProducerSettings
+from cdc.sink.topics import TopicLimits, fit, wait_ms
+from cdc.sink.wire import HealthPipe, ProducerSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ _MAX_BATCH_DELAY = 0.002
 
 
 def _start_child() -> tuple[subprocess.Popen[bytes], Connection, Connection]:
-    """The producer child, started as a plain `python -c` (not multiprocessing: see _HealthPipe),
+    """The producer child, started as a plain `python -c` (not multiprocessing: see cdc.sink.wire.HealthPipe),
     with a duplex pipe for batches and flushes and a pipe for its health reports. It imports only
-    cdc.sink.child (kafka-python and cdc.sink.producer), not the streamer's own modules."""
+    cdc.sink.child (kafka-python, cdc.sink.producer and cdc.sink.topics), not the streamer's own modules."""
     main, main_child = socket.socketpair()
     health, health_child = socket.socketpair()
     fds = (main_child.fileno(), health_child.fileno())
@@ -61,8 +61,17 @@ def _start_child() -> tuple[subprocess.Popen[bytes], Connection, Connection]:
 
 
 class ProcessSink:
-    def __init__(self, config: KafkaConfig, start_timeout: float = 60.0, report: HealthListener | None = None) -> None:
-        self._messages = KafkaMessages(config)
+    def __init__(
+        self,
+        config: KafkaConfig,
+        start_timeout: float = 60.0,
+        report: HealthListener | None = None,
+        fit_to_topics: bool = True,
+    ) -> None:
+        """`fit_to_topics`: the child first asks the broker whether both topics exist and what their
+        max.message.bytes is (cdc.sink.topics; KafkaSetupError or SinkError as there), and the
+        producer and the messages are fitted to that. Asked there and not here because the child
+        has kafka-python loaded anyway: the streamer then never imports it."""
         self._batch: list[Message] = []
         self._lock = threading.Lock()  # serialises the batch and every write to the pipe
         self._pending = threading.Event()
@@ -74,17 +83,29 @@ class ProcessSink:
         self.transactional = config.delivery == "exactly_once" and config.transactional_id is not None
         self._stopped = threading.Event()
         self._report = report if report is not None else HealthLog()
-        settings = dataclasses.asdict(ProducerSettings.of(config))  # ConfigError here, before a child starts
+        settings = ProducerSettings.of(config)  # ConfigError here, before a child starts
         self._proc, self._conn, health = _start_child()
-        self._health = _HealthPipe(health)
+        self._health = HealthPipe(health)
         try:
-            self._conn.send(settings)
-        except OSError:
-            pass  # the child died at start: _reply names its exit code
-        reply = self._reply(start_timeout, "start the producer process")
-        if reply[0] != "ready":
+            if fit_to_topics:
+                wait = wait_ms(config)
+                self._send_start(("topics", dataclasses.asdict(settings), wait))
+                reply = self._reply(start_timeout + wait / 1000, "say what the broker has of the topics")
+                if reply[0] != "topics":
+                    raise _raised(reply)
+                config = fit(config, TopicLimits(reply[1], reply[2]))
+                settings = ProducerSettings.of(config)
+            self._send_start(("start", dataclasses.asdict(settings)))
+            reply = self._reply(start_timeout, "start the producer process")
+            if reply[0] != "ready":
+                raise _raised(reply)
+        except BaseException:
+            self._conn.close()  # a child still waiting for its settings sees the pipe close and exits
             self._join(5)
-            raise _raised(reply)
+            self._kill()
+            self._health.conn.close()
+            raise
+        self._messages = KafkaMessages(config)
         self._shipper = threading.Thread(target=self._ship_partial_batches, name="wpcdc-shipper", daemon=True)
         self._shipper.start()
         self._watcher = threading.Thread(target=self._watch_health, name="wpcdc-broker-health", daemon=True)
@@ -122,6 +143,12 @@ class ProcessSink:
                         break
             if self._closing:
                 return
+
+    def _send_start(self, request: tuple[Any, ...]) -> None:
+        try:
+            self._conn.send(request)
+        except OSError:
+            pass  # the child died at start: _reply names its exit code
 
     def _reply(self, timeout: float, what: str) -> tuple[Any, ...]:
         try:
@@ -210,4 +237,8 @@ class ProcessSink:
 
 
 def _raised(reply: tuple[Any, ...]) -> WpcdcError:
-    return ProducerFenced(reply[1], reply[2]) if reply[0] == "fenced" else SinkError(reply[1], reply[2])
+    if reply[0] == "fenced":
+        return ProducerFenced(reply[1], reply[2])
+    if reply[0] == "setup":
+        return KafkaSetupError(reply[1], reply[2])
+    return SinkError(reply[1], reply[2])

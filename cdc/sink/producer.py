@@ -4,14 +4,12 @@ keeps the child's start-up to kafka-python's own imports."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kafka.errors import (
     InvalidProducerEpochError,
@@ -26,31 +24,13 @@ from kafka.structs import TopicPartition
 from kafka.version import __version__ as kafka_version
 
 from cdc.errors import ProducerFenced, SinkError
-
-if TYPE_CHECKING:
-    from cdc.config import KafkaConfig
+from cdc.sink.wire import BROADCAST_KEY_SUFFIX as BROADCAST_KEY_SUFFIX
+from cdc.sink.wire import BrokerHealth as BrokerHealth
+from cdc.sink.wire import HealthListener as HealthListener
+from cdc.sink.wire import Message as Message
+from cdc.sink.wire import ProducerSettings as ProducerSettings
 
 log = logging.getLogger(__name__)
-
-# A key ending so (`{blog_id}:*`, the table_* events) goes to every partition of its topic: each
-# partition's consumer then sees the table change in order with the events of its own posts.
-BROADCAST_KEY_SUFFIX = b":*"
-
-Message = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
-
-
-@dataclass(frozen=True)
-class BrokerHealth:
-    """The producer's view of the broker, refreshed every _WATCH_SECONDS. `failures` counts broker
-    failures since the producer started (failed or unanswered metadata probes, rejected sends)."""
-
-    up: bool = True
-    problem: str = ""
-    oldest_unacked_seconds: float = 0.0
-    failures: int = 0
-
-
-HealthListener = Callable[[BrokerHealth], None]
 
 _WATCH_SECONDS = 0.25
 # A metadata request at least this often, so an idle stream notices a broker that went away (and
@@ -58,37 +38,6 @@ _WATCH_SECONDS = 0.25
 _PROBE_SECONDS = 1.0
 # Keys whose partition produce_batch remembers (a key is `blog:post`; at this many it starts over).
 _PARTITION_CACHE = 100_000
-
-
-@dataclass(frozen=True)
-class ProducerSettings:
-    """What the producer needs from KafkaConfig, as plain values: the child gets them as a dict (a
-    pickled KafkaConfig would import pydantic and the whole configuration tree there, ~0.2 CPU s and
-    ~15 MiB of the child's start-up)."""
-
-    bootstrap_servers: list[str]
-    client_id: str
-    topic: str
-    dead_letter_topic: str
-    compression_type: str
-    linger_ms: int
-    batch_size: int
-    max_request_size: int
-    max_block_ms: int
-    request_timeout_ms: int
-    reconnect_backoff_max_ms: int
-    health_timeout_seconds: float
-    flush_timeout_seconds: float
-    delivery: str
-    transactional_id: str | None
-    transaction_timeout_ms: int
-    security: dict[str, object] = dataclasses.field(repr=False)  # may hold the SASL password
-
-    @classmethod
-    def of(cls, config: KafkaConfig) -> ProducerSettings:
-        """Raises ConfigError (incomplete SASL settings) here, in the streamer, before any child starts."""
-        fields = {f.name for f in dataclasses.fields(cls)} - {"security"}
-        return cls(**{name: getattr(config, name) for name in fields}, security=config.producer_security())
 
 
 class Producer:

@@ -13,14 +13,16 @@ refused by the broker on every retry, so the sink would be stuck at that event; 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from kafka import KafkaAdminClient
-from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import KafkaError, SaslAuthenticationFailedError
-
-from cdc.config import KafkaConfig
 from cdc.errors import KafkaSetupError, SinkError
+from cdc.sink.wire import ProducerSettings
+
+if TYPE_CHECKING:
+    from kafka import KafkaAdminClient
+
+    from cdc.config import KafkaConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,28 +34,40 @@ FRAMING = 512
 _SMALLEST_LIMIT = 4096
 
 
+@dataclass(frozen=True)
+class TopicLimits:
+    """What the broker said of the topics' `max.message.bytes`: those it gave, or why it gave none."""
+
+    max_message_bytes: dict[str, int] = field(default_factory=dict)
+    unreadable: str | None = None
+
+
 class _AuthFailures(logging.Handler):
     """kafka-python logs a SASL rejection and retries until its bootstrap timeout, which it reports
     like an unreachable broker: this picks the rejection out of its log records."""
 
-    def __init__(self) -> None:
+    def __init__(self, rejection: type[Exception]) -> None:
         super().__init__(logging.WARNING)
         self.seen: str | None = None
+        self._rejection = rejection
 
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
         for arg in args:
-            if isinstance(arg, SaslAuthenticationFailedError):
+            if isinstance(arg, self._rejection):
                 self.seen = str(arg)
                 return
         if self.seen is None and "SaslAuthenticationFailed" in record.getMessage():
             self.seen = record.getMessage()
 
 
-def _admin(config: KafkaConfig, wait_ms: int) -> KafkaAdminClient:
+def _admin(config: ProducerSettings, wait_ms: int) -> KafkaAdminClient:
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError, SaslAuthenticationFailedError
+
     servers = ",".join(config.bootstrap_servers)
-    security = config.producer_security()
-    watcher = _AuthFailures()
+    security = config.security
+    watcher = _AuthFailures(SaslAuthenticationFailedError)
     # The client's own lines about each retry are noise here: the outcome is reported below. They
     # still reach the watcher, which needs them.
     kafka_log = logging.getLogger("kafka")
@@ -79,8 +93,8 @@ def _admin(config: KafkaConfig, wait_ms: int) -> KafkaAdminClient:
         if watcher.seen is not None:
             # The rejection names the mechanism, never the password; the message below names neither.
             raise KafkaSetupError(
-                f"Kafka at {servers} rejected the SASL credentials of user {config.sasl_username!r} "
-                f"({config.sasl_mechanism} over {config.security_protocol})",
+                f"Kafka at {servers} rejected the SASL credentials of user {security.get('sasl_plain_username')!r} "
+                f"({security.get('sasl_mechanism')} over {security.get('security_protocol')})",
                 "check kafka.sasl_username and its password (WPCDC_KAFKA_SASL_PASSWORD, kafka.sasl_password_file "
                 "or kafka.sasl_password), and that the user exists on the broker for this mechanism",
             ) from None
@@ -95,6 +109,8 @@ def _admin(config: KafkaConfig, wait_ms: int) -> KafkaAdminClient:
 
 
 def _require_topics(admin: KafkaAdminClient, topics: list[str], servers: str) -> None:
+    from kafka.errors import KafkaError
+
     try:
         described: list[dict[str, Any]] = admin.describe_topics(topics)
     except KafkaError as exc:
@@ -118,40 +134,58 @@ def _require_topics(admin: KafkaAdminClient, topics: list[str], servers: str) ->
             raise SinkError(f"Kafka answered error code {code} for topic {name!r}", "check the broker's log")
 
 
-def _max_message_bytes(admin: KafkaAdminClient, topics: list[str]) -> dict[str, int]:
+def _max_message_bytes(admin: KafkaAdminClient, topics: list[str]) -> TopicLimits:
+    from kafka.admin import ConfigResource, ConfigResourceType
+
     resources = [ConfigResource(ConfigResourceType.TOPIC, t, configs=["max.message.bytes"]) for t in topics]
     try:
         answer = admin.describe_configs(resources, config_filter="all")
     except Exception as exc:  # a broker without DescribeConfigs (or no ACL for it): fall back to the client limit
-        log.info("cannot read the topics' max.message.bytes (%s); using kafka.max_request_size", exc)
-        return {}
+        return TopicLimits(unreadable=str(exc))
     out: dict[str, int] = {}
     for topic, entries in (answer.get("topic") or {}).items():
         value = (entries.get("max.message.bytes") or {}).get("value")
         if value is not None and str(value).isdigit():
             out[topic] = int(value)
-    return out
+    return TopicLimits(out)
 
 
-def fit_to_topics(config: KafkaConfig, wait_seconds: float | None = None) -> KafkaConfig:
-    """`config` with max_request_size and batch_size lowered to the topics' max.message.bytes where
-    that is smaller. Raises KafkaSetupError when a topic is missing or the credentials are rejected,
-    SinkError when the broker cannot be reached (transient). `wait_seconds`: how long to try to
-    connect (default: kafka.max_block_ms, at least 5 s)."""
+def wait_ms(config: KafkaConfig | ProducerSettings, wait_seconds: float | None = None) -> int:
+    """How long to try to reach the broker: `wait_seconds`, or kafka.max_block_ms and at least 5 s
+    (enough for a TLS handshake and a SASL exchange on a loaded host; a verdict of "unreachable"
+    where the broker said "wrong password" would be retried forever)."""
+    return int(wait_seconds * 1000) if wait_seconds is not None else max(config.max_block_ms, 5000)
+
+
+def ask_broker(config: ProducerSettings, wait: int) -> TopicLimits:
+    """Both topics must exist (and the login work); their max.message.bytes. Raises KafkaSetupError
+    when a topic is missing or the credentials are rejected, SinkError when the broker cannot be
+    reached (transient). kafka-python is imported here, not with the module: the streamer asks
+    through its producer child, which has kafka-python loaded anyway (cdc.sink.process)."""
     topics = list(dict.fromkeys([config.topic, config.dead_letter_topic]))
-    servers = ",".join(config.bootstrap_servers)
-    # At least 5 s: enough for a TLS handshake and a SASL exchange on a loaded host; a verdict of
-    # "unreachable" where the broker said "wrong password" would be retried forever.
-    wait_ms = int(wait_seconds * 1000) if wait_seconds is not None else max(config.max_block_ms, 5000)
-    admin = _admin(config, wait_ms)
+    admin = _admin(config, wait)
     try:
-        _require_topics(admin, topics, servers)
-        limits = _max_message_bytes(admin, topics)
+        _require_topics(admin, topics, ",".join(config.bootstrap_servers))
+        return _max_message_bytes(admin, topics)
     finally:
         try:
             admin.close()
         except Exception:  # closing must not mask what was found
             log.debug("error closing the Kafka admin client", exc_info=True)
+
+
+def fit_to_topics(config: KafkaConfig, wait_seconds: float | None = None) -> KafkaConfig:
+    """`config` with max_request_size and batch_size lowered to the topics' max.message.bytes where
+    that is smaller (see ask_broker for what it raises). `wait_seconds`: how long to try to connect
+    (default: kafka.max_block_ms, at least 5 s)."""
+    return fit(config, ask_broker(ProducerSettings.of(config), wait_ms(config, wait_seconds)))
+
+
+def fit(config: KafkaConfig, answer: TopicLimits) -> KafkaConfig:
+    """`config` fitted to what ask_broker found (in this process or the producer child's)."""
+    if answer.unreadable is not None:
+        log.info("cannot read the topics' max.message.bytes (%s); using kafka.max_request_size", answer.unreadable)
+    limits = answer.max_message_bytes
     if not limits:
         return config
     topic, smallest = min(limits.items(), key=lambda item: item[1])

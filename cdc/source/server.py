@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
+import os
 import re
+import ssl
 import struct
+import threading
 import uuid as _uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +25,43 @@ LOG_BIN_FIX = (
 )
 
 
+_SSL_CONTEXTS: dict[tuple[Any, ...], ssl.SSLContext] = {}
+_SSL_CONTEXTS_LOCK = threading.Lock()
+
+
+def _file_identity(path: object) -> tuple[object, ...]:
+    """What tells a rewritten certificate file from the one a context was built with."""
+    if not isinstance(path, str):
+        return (path,)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (path, None)  # building the context raises what PyMySQL always raised for it
+    return (path, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class _Connection(pymysql.connections.Connection):  # type: ignore[misc]
+    """PyMySQL's connection, with the TLS context it builds per connection built once per process
+    for each set of TLS settings. It builds one even without mysql.tls (it then offers TLS and
+    verifies nothing), and create_default_context parses the system CA bundle each time: ~20 ms of
+    CPU per connection, and a streamer opens several. The context is PyMySQL's own, from its own
+    code, so verification is what it was; the key holds the settings and the certificate files'
+    identities, so a CA or client certificate replaced on disk is read again by the next connection."""
+
+    def _create_ssl_ctx(self, sslp: Any) -> ssl.SSLContext:
+        if isinstance(sslp, ssl.SSLContext):
+            return sslp
+        key = tuple(
+            (name, _file_identity(value) if name in ("ca", "capath", "cert", "key") else value)
+            for name, value in sorted(sslp.items())
+        )
+        with _SSL_CONTEXTS_LOCK:
+            ctx = _SSL_CONTEXTS.get(key)
+            if ctx is None:
+                ctx = _SSL_CONTEXTS[key] = super()._create_ssl_ctx(sslp)
+        return ctx
+
+
 def open_connection(**settings: Any) -> pymysql.connections.Connection:
     """pymysql.connect with the handshake bounded by connect_timeout. PyMySQL reads the handshake
     with read_timeout, so a server that accepts TCP but never answers (SIGSTOPped, swapping) held
@@ -29,8 +69,8 @@ def open_connection(**settings: Any) -> pymysql.connections.Connection:
     read_timeout = settings.get("read_timeout")
     connect_timeout = settings.get("connect_timeout")
     if not read_timeout or not connect_timeout or connect_timeout >= read_timeout:
-        return pymysql.connect(**settings)
-    conn = pymysql.connect(**{**settings, "read_timeout": connect_timeout})
+        return _Connection(**settings)
+    conn = _Connection(**{**settings, "read_timeout": connect_timeout})
     conn._read_timeout = read_timeout  # PyMySQL applies it before the next read
     return conn
 

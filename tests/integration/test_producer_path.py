@@ -16,7 +16,8 @@ from cdc.config import KafkaConfig
 from cdc.dev.kafka import Kafka
 from cdc.dev.stack import Tansu, create_topics
 from cdc.errors import SinkError
-from cdc.sink.kafka import KafkaMessages, KafkaProducerSink, Message
+from cdc.sink.in_process import KafkaProducerSink
+from cdc.sink.kafka import KafkaMessages, Message
 from cdc.sink.process import ProcessSink
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import pytest
 
 from cdc.config import parse_config
 from cdc.errors import ProducerFenced
-from cdc.sink.kafka import KafkaProducerSink
+from cdc.sink.in_process import KafkaProducerSink
 from tests.conftest import BROKER_FIGURES as FIGURES
 from tests.faults.test_outages import Writer
 from tests.integration.conftest import Site
