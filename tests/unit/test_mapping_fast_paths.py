@@ -1,6 +1,6 @@
 """The mapper's fast paths (one-pass post rows, remembered PHP decodings and dates, the one-pass
 prefetch) against its reference code (`fast_paths=False`): the same bytes, filters, dead letters and
-lookups for any row changes in any order."""
+lookups for any row changes in any order. And the sink's cached headers against plain ones."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdc.config import FilterConfig
+from cdc.config import FilterConfig, KafkaConfig
 from cdc.core.changes import RowChange
 from cdc.core.tables import TableKind, WordPressTable
 from cdc.mapping import events as ev
@@ -19,6 +19,7 @@ from cdc.mapping import mapper as mapper_module
 from cdc.mapping.events import encode
 from cdc.mapping.mapper import Mapped, Mapper
 from cdc.mapping.state import NoLookup, PostInfo, TermInfo, WordPressState
+from cdc.sink.kafka import KafkaMessages
 from tests.rows import meta_row, post_row, rel_row
 from tests.unit.test_mapping_properties import image, mutate, serialized
 
@@ -183,3 +184,19 @@ def test_the_one_pass_prefetch_asks_for_many_posts_and_terms_in_one_query_each()
     ]
     fast.prefetch_changes(batch)
     assert [a for a in lookup.asked if a[0] in ("posts", "terms")] == [("posts", 1, (1, 2, 3, 4)), ("terms", 1, (1, 2))]
+
+
+@given(
+    kind=st.sampled_from([*ev.EVENT_MODELS, "post_custom"]),
+    version=st.one_of(st.sampled_from([ev.SCHEMA_VERSION, 1, 3, 2.0]), st.integers(), st.booleans(), st.floats()),
+    event_id=st.text(),
+)
+def test_cached_headers_are_the_plain_headers(kind: str, version: Any, event_id: str) -> None:
+    event = {"event_type": kind, "event_id": event_id.encode("utf-8", "replace").decode(), "schema_version": version,
+             "blog_id": 1, "post_id": 2}  # fmt: skip
+    _topic, _key, _value, headers = KafkaMessages(KafkaConfig()).event(event, b"{}")
+    assert headers == [
+        ("event_type", kind.encode()),
+        ("event_id", event["event_id"].encode()),
+        ("schema_version", str(version).encode()),
+    ]
