@@ -171,11 +171,17 @@ class Mapper:
     def _prefetch_changes_common(self, changes: list[RowChange]) -> None:
         """`_prefetch_changes_reference` in one pass over the rows, the posts a meta or relationship
         row names read inline when its columns have their usual types (a row that does not takes
-        the reference's per-row code): the same ids in the same order of blogs, so the same queries."""
+        the reference's per-row code): the same post ids in the same order of blogs, so the same
+        queries. Unlike the reference it leaves out a term whose term_taxonomy and wp_terms rows come
+        in the batch before every relationship naming it (a post saved with a new tag): those rows
+        set what the prefetch would have fetched before the relationship is mapped."""
         written: set[tuple[int, Any]] = set()
         first: dict[tuple[int, Any], bool] = {}
         posts: dict[int, set[int]] = {}
         relationships: dict[int, list[tuple[dict[str, Any] | None, dict[str, Any] | None]]] = {}
+        taxonomy_set: dict[tuple[int, int], int] = {}  # (blog, tt id) -> term_id, by a row before this one
+        names_set: set[tuple[int, int]] = set()  # (blog, term_id) by a wp_terms row before this one
+        needed: set[tuple[int, Any]] = set()  # (blog, tt id) named by a relationship before those two
         excluded_keys = self._excluded_meta_keys
         meta_kind, rel_kind, posts_kind = TableKind.POSTMETA, TableKind.TERM_RELATIONSHIPS, TableKind.POSTS
         for c in changes:
@@ -191,7 +197,14 @@ class Mapper:
             elif kind is rel_kind:
                 column = "object_id"
                 relationships.setdefault(blog, []).append((before, after))
+                for image in (before, after):
+                    if image is not None:
+                        key = (blog, image.get("term_taxonomy_id"))
+                        term_id = taxonomy_set.get(key)  # type: ignore[arg-type]
+                        if term_id is None or (blog, term_id) not in names_set:
+                            needed.add(key)
             else:
+                self._note_term_row(kind, blog, after, taxonomy_set, names_set)
                 continue
             named = posts.get(blog)
             if named is None:
@@ -221,7 +234,29 @@ class Mapper:
         for blog, ids in posts.items():
             state.prefetch_posts(blog, {p for p in ids if not first.get((blog, p))})
         for blog, images in relationships.items():
-            state.prefetch_terms(blog, self._terms_named(blog, images))
+            state.prefetch_terms(blog, {t for t in self._terms_named(blog, images) if (blog, t) in needed})
+
+    @staticmethod
+    def _note_term_row(
+        kind: TableKind,
+        blog: int,
+        after: dict[str, Any] | None,
+        taxonomy_set: dict[tuple[int, int], int],
+        names_set: set[tuple[int, int]],
+    ) -> None:
+        """What a term row of the batch will tell the state when it is mapped (`_learn_terms`), when
+        its columns have the types that let it (else it is dead-lettered and tells nothing)."""
+        if after is None:
+            return  # a delete leaves the cached term as it was
+        if kind is TableKind.TERM_TAXONOMY:
+            tt_id, term_id = after.get("term_taxonomy_id"), after.get("term_id")
+            taxonomy = after.get("taxonomy", _SKIP)
+            if type(tt_id) is int and type(term_id) is int and (taxonomy is None or type(taxonomy) is str):
+                taxonomy_set[(blog, tt_id)] = term_id
+        elif kind is TableKind.TERMS:
+            term_id, slug, name = after.get("term_id"), after.get("slug", _SKIP), after.get("name", _SKIP)
+            if type(term_id) is int and (slug is None or type(slug) is str) and (name is None or type(name) is str):
+                names_set.add((blog, term_id))
 
     def _prefetch_changes_reference(self, changes: list[RowChange]) -> None:
         tables: dict[WordPressTable, list[tuple[dict[str, Any] | None, dict[str, Any] | None]]] = {}
