@@ -183,9 +183,10 @@ class Pipeline:
             snapshot.observe(item)
         mapped = self.mapper.map(item)  # maps and encodes inside one per-row guard
         if mapped.events:
+            send, counts = self.sink.send, self.stats.events
             for event, value in zip(mapped.events, mapped.encoded, strict=True):
-                self.sink.send(event, value)
-                self.stats.events[event["event_type"]] += 1
+                send(event, value)
+                counts[event["event_type"]] += 1
             self._unacked += len(mapped.events)
             self.metrics.inflight = self._unacked
             if mapped.decode_errors:

@@ -21,7 +21,7 @@ from cdc.core.values import RawValue
 from cdc.errors import LookupUnavailable
 from cdc.mapping import events as ev
 from cdc.mapping.events import encode
-from cdc.mapping.serialized import decode_php
+from cdc.mapping.serialized import NOT_SERIALIZED, Decoded, decode_php
 from cdc.mapping.state import PostInfo, WordPressState
 from cdc.snapshot.snapshotter import Chunk, SnapshotPost
 
@@ -42,6 +42,10 @@ _TRASH_SLUG_COLUMNS = _MODIFIED_COLUMNS | {"post_name"}
 _TRASHED_SUFFIX = "__trashed"  # wp_add_trashed_suffix_to_post_name_for_post()
 _UTC_COLUMNS = frozenset({"post_date_gmt", "post_modified_gmt"})
 _INT_POST_COLUMNS = ("ID", "post_author", "post_parent", "menu_order", "comment_count")
+# Serialized meta values up to this many characters are remembered, at most this many: 0.5 M
+# characters of text at most, a few MiB with their decodings.
+_MEMO_MAX_CHARS = 512
+_MEMO_ENTRIES = 1024
 # Text in the event contract (dates become ISO strings first); anything else is a schema change
 # the contract does not describe, so the row is dead-lettered rather than published malformed.
 _TEXT_POST_COLUMNS = (
@@ -49,6 +53,9 @@ _TEXT_POST_COLUMNS = (
     "ping_status", "post_name", "to_ping", "pinged", "post_modified", "post_modified_gmt", "post_content_filtered",
     "guid", "post_type", "post_mime_type",
 )  # fmt: skip
+_EXPECTED_POST_TYPES: dict[str, type] = {
+    **{col: int for col in _INT_POST_COLUMNS}, **{col: str for col in _TEXT_POST_COLUMNS}
+}  # fmt: skip
 
 
 class MappingError(Exception):
@@ -80,9 +87,12 @@ class Mapper:
         filters: FilterConfig | None = None,
         mapping: MappingConfig | None = None,
         gtid_ids: bool = False,
+        *,
+        fast_paths: bool = True,
     ) -> None:
         """`gtid_ids` (GTID positions, source.position): event ids from the transaction's GTID and the
-        row's ordinal in it, the same on every server of the topology; else from file and position."""
+        row's ordinal in it, the same on every server of the topology; else from file and position.
+        `fast_paths`: off only in the tests that prove the events are the same bytes either way."""
         self.state = state
         self.server_id = server_id
         self.gtid_ids = gtid_ids
@@ -98,6 +108,14 @@ class Mapper:
         self._max_decode_bytes = m.max_decode_bytes
         self._max_decode_depth = m.max_decode_depth
         self._ts_cache: tuple[int, str] = (-1, "")
+        self._fast = fast_paths
+        # Serialized meta values seen before -> their decoding (phpserialize's pure-Python parser is
+        # most of a meta row's cost, and sites repeat values: defaults, plugin settings, layouts).
+        # Decoded values are shared between events, which nothing changes after mapping (the
+        # oversize path deep-copies before cutting).
+        self._decoded: dict[str, Decoded] = {}
+        # datetime -> isoformat(): a post row's four dates are mostly one or two instants.
+        self._iso: dict[dt.datetime, str] = {}
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -145,6 +163,102 @@ class Mapper:
         blog: one query for the posts and one for the terms their mapping would look up. An entry
         a row among them sets (a post or term written in the batch) replaces what was fetched before
         that row is mapped, so the events are those of mapping them without it."""
+        if self._fast:
+            self._prefetch_changes_common(changes)
+        else:
+            self._prefetch_changes_reference(changes)
+
+    def _prefetch_changes_common(self, changes: list[RowChange]) -> None:
+        """`_prefetch_changes_reference` in one pass over the rows, the posts a meta or relationship
+        row names read inline when its columns have their usual types (a row that does not takes
+        the reference's per-row code): the same post ids in the same order of blogs, so the same
+        queries. Unlike the reference it leaves out a term whose term_taxonomy and wp_terms rows come
+        in the batch before every relationship naming it (a post saved with a new tag): those rows
+        set what the prefetch would have fetched before the relationship is mapped."""
+        written: set[tuple[int, Any]] = set()
+        first: dict[tuple[int, Any], bool] = {}
+        posts: dict[int, set[int]] = {}
+        relationships: dict[int, list[tuple[dict[str, Any] | None, dict[str, Any] | None]]] = {}
+        taxonomy_set: dict[tuple[int, int], int] = {}  # (blog, tt id) -> term_id, by a row before this one
+        names_set: set[tuple[int, int]] = set()  # (blog, term_id) by a wp_terms row before this one
+        needed: set[tuple[int, Any]] = set()  # (blog, tt id) named by a relationship before those two
+        excluded_keys = self._excluded_meta_keys
+        meta_kind, rel_kind, posts_kind = TableKind.POSTMETA, TableKind.TERM_RELATIONSHIPS, TableKind.POSTS
+        for c in changes:
+            wp = c.wp
+            kind, blog = wp.kind, wp.blog_id
+            before, after = c.before, c.after
+            if kind is posts_kind:
+                if after is not None:
+                    written.add((blog, after.get("ID")))
+                continue
+            if kind is meta_kind:
+                column = "post_id"
+            elif kind is rel_kind:
+                column = "object_id"
+                relationships.setdefault(blog, []).append((before, after))
+                for image in (before, after):
+                    if image is not None:
+                        key = (blog, image.get("term_taxonomy_id"))
+                        term_id = taxonomy_set.get(key)  # type: ignore[arg-type]
+                        if term_id is None or (blog, term_id) not in names_set:
+                            needed.add(key)
+            else:
+                self._note_term_row(kind, blog, after, taxonomy_set, names_set)
+                continue
+            named = posts.get(blog)
+            if named is None:
+                named = posts[blog] = set()
+            for image in (before, after):
+                if image is not None:
+                    key = (blog, image.get(column))
+                    if key not in first:
+                        first[key] = key in written
+            image = after if after is not None else before
+            assert image is not None
+            post = image.get(column)
+            if type(post) is not int:
+                named.update(self._posts_named(kind, [(before, after)]))  # dead-lettered by map(), skipped here
+            elif kind is meta_kind:
+                meta_key = image.get("meta_key", _SKIP)
+                if type(meta_key) is str or meta_key is None:
+                    if meta_key not in excluded_keys:
+                        named.add(post)
+                else:
+                    named.update(self._posts_named(kind, [(before, after)]))
+            elif before is not None and after is not None:
+                named.update(self._posts_named(kind, [(before, after)]))
+            else:
+                named.add(post)
+        state = self.state
+        for blog, ids in posts.items():
+            state.prefetch_posts(blog, {p for p in ids if not first.get((blog, p))})
+        for blog, images in relationships.items():
+            state.prefetch_terms(blog, {t for t in self._terms_named(blog, images) if (blog, t) in needed})
+
+    @staticmethod
+    def _note_term_row(
+        kind: TableKind,
+        blog: int,
+        after: dict[str, Any] | None,
+        taxonomy_set: dict[tuple[int, int], int],
+        names_set: set[tuple[int, int]],
+    ) -> None:
+        """What a term row of the batch will tell the state when it is mapped (`_learn_terms`), when
+        its columns have the types that let it (else it is dead-lettered and tells nothing)."""
+        if after is None:
+            return  # a delete leaves the cached term as it was
+        if kind is TableKind.TERM_TAXONOMY:
+            tt_id, term_id = after.get("term_taxonomy_id"), after.get("term_id")
+            taxonomy = after.get("taxonomy", _SKIP)
+            if type(tt_id) is int and type(term_id) is int and (taxonomy is None or type(taxonomy) is str):
+                taxonomy_set[(blog, tt_id)] = term_id
+        elif kind is TableKind.TERMS:
+            term_id, slug, name = after.get("term_id"), after.get("slug", _SKIP), after.get("name", _SKIP)
+            if type(term_id) is int and (slug is None or type(slug) is str) and (name is None or type(name) is str):
+                names_set.add((blog, term_id))
+
+    def _prefetch_changes_reference(self, changes: list[RowChange]) -> None:
         tables: dict[WordPressTable, list[tuple[dict[str, Any] | None, dict[str, Any] | None]]] = {}
         written: set[tuple[int, Any]] = set()  # posts a wp_posts row of the batch sets (set_post)
         # Per post named by a meta or relationship row: whether a wp_posts row before that first
@@ -309,6 +423,55 @@ class Mapper:
         return Mapped(out)
 
     def _post_row(self, image: dict[str, Any]) -> dict[str, Any]:
+        if self._fast:
+            row = self._post_row_common(image)
+            if row is not None:
+                return row
+        return self._post_row_reference(image)
+
+    def _post_row_common(self, image: dict[str, Any]) -> dict[str, Any] | None:
+        """`_post_row` for rows of text, integers, NULLs and dates only (every WordPress core row), in
+        one pass with the type checks folded in; None for anything else, including every row the
+        reference would reject, so that it builds that row (or its error) itself."""
+        row: dict[str, Any] = {}
+        expected = _EXPECTED_POST_TYPES
+        iso = self._iso
+        for col, raw in image.items():
+            t = type(raw)
+            if t is str or t is int or raw is None:
+                if col == "post_content":
+                    content, full_bytes, digest = self._content(raw)
+                    row[col] = content
+                    row["content_truncated"] = full_bytes is not None
+                    if full_bytes is not None:
+                        row["content_bytes"] = full_bytes
+                        row["content_sha256"] = digest
+                    continue
+                if col == "post_password":
+                    row["has_password"] = bool(raw)
+                    continue
+                want = expected.get(col)
+                if want is not None and t is not want and raw is not None:
+                    return None
+                row[col] = raw
+            elif t is dt.datetime:
+                if expected.get(col) is int or col == "post_content" or col == "post_password":
+                    return None
+                text = iso.get(raw)
+                if text is None:
+                    if len(iso) >= 64:
+                        iso.clear()
+                    text = iso[raw] = raw.isoformat()
+                row[col] = text + "Z" if col in _UTC_COLUMNS else text
+            else:
+                return None
+        if type(row.get("post_status")) is not str or type(row.get("post_type")) is not str:
+            return None
+        row.setdefault("has_password", False)
+        row.setdefault("content_truncated", False)
+        return row
+
+    def _post_row_reference(self, image: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for col, raw in image.items():
             if col == "post_password":
@@ -534,7 +697,7 @@ class Mapper:
         data["value"] = value
         if value is None:
             return 0
-        decoded = decode_php(value, max_bytes=self._max_decode_bytes, max_depth=self._max_decode_depth)
+        decoded = self._decode(value)
         if decoded.ok:
             data["value_decoded"] = decoded.value
             if decoded.as_text:
@@ -543,6 +706,19 @@ class Mapper:
             data["value_decode_error"] = decoded.error
             return 1
         return 0
+
+    def _decode(self, value: str) -> Decoded:
+        if not self._fast or len(value) > _MEMO_MAX_CHARS:
+            return decode_php(value, max_bytes=self._max_decode_bytes, max_depth=self._max_decode_depth)
+        memo = self._decoded
+        decoded = memo.get(value)
+        if decoded is None:
+            decoded = decode_php(value, max_bytes=self._max_decode_bytes, max_depth=self._max_decode_depth)
+            if decoded is not NOT_SERIALIZED:  # plain values cost only is_serialized()'s test
+                if len(memo) >= _MEMO_ENTRIES:
+                    del memo[next(iter(memo))]  # the oldest: a bounded memo, not a cache to tune
+                memo[value] = decoded
+        return decoded
 
     # -- envelope ------------------------------------------------------------------------------
 

@@ -107,11 +107,23 @@ class KafkaMessages:
 
 
 def _headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
+    kind, version = event["event_type"], event["schema_version"]
+    # The event_type and schema_version headers are one of a few values: built once each.
+    type_header = _TYPE_HEADERS.get(kind)
+    if type_header is None:
+        type_header = ("event_type", kind.encode())
+        if len(_TYPE_HEADERS) < 64:
+            _TYPE_HEADERS[kind] = type_header
     return [
-        ("event_type", event["event_type"].encode()),
+        type_header,
         ("event_id", event["event_id"].encode()),
-        ("schema_version", str(event["schema_version"]).encode()),
-    ]
+        _VERSION_HEADER if type(version) is int and version == SCHEMA_VERSION else
+        ("schema_version", str(version).encode()),
+    ]  # fmt: skip
+
+
+_TYPE_HEADERS: dict[str, tuple[str, bytes]] = {}
+_VERSION_HEADER = ("schema_version", str(SCHEMA_VERSION).encode())
 
 
 class HealthLog:

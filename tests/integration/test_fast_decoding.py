@@ -132,7 +132,8 @@ def publish(
     """The encoded events of site.start..now as `wpcdc replay` builds them (the source hands the rows
     of the transactions already received to the mapper's prefetch, then its rows one by one), and the
     number of lookup queries; `batches` gets the number of rows events of each prefetch. With
-    fast=False: the library's decoding and packet reads, a query per row, no remembered term misses."""
+    fast=False: the library's decoding and packet reads, a query per row, no remembered term misses,
+    the mapper's reference code."""
     cfg = dict(site.config)
     cfg["source"] = {**cfg.get("source", {}), "fast_decoding": fast}
     config = parse_config(cfg)
@@ -148,7 +149,7 @@ def publish(
             return real_all(sql, args)
 
         m.setattr(lookup, "_all", counted)
-        mapper = Mapper(WordPressState(lookup, remember_term_misses=fast), 1)
+        mapper = Mapper(WordPressState(lookup, remember_term_misses=fast), 1, fast_paths=fast)
         file, pos = site.start.split(":")
 
         def prefetch_changes(changes: list[RowChange]) -> None:
