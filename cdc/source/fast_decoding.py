@@ -412,13 +412,13 @@ class _FastRows:
 
     def _RowsEvent__read_string(self, size: int, column: Any) -> Any:
         raw = self.packet.read_length_coded_pascal_string(size)  # type: ignore[attr-defined]
-        encoding = "utf-8"
-        if column.character_set_name is not None:
-            encoding = self.charset_to_encoding(column.character_set_name)  # type: ignore[attr-defined]
+        encoding = _encoding(column.character_set_name)
+        if encoding is None:
+            # A character set Python lacks (binary): the raw bytes, as the library gives them, and
+            # as the fast decoders do for an empty value too (b"".decode() looks no codec up: "").
+            return raw
         try:
             return raw.decode(encoding, "ignore" if self._ignore_decode_errors else "strict")  # type: ignore[attr-defined]
-        except LookupError:  # a character set Python lacks: the raw bytes, as the library does
-            return raw
         except UnicodeDecodeError:
             return invalid_text(raw, encoding)
 
