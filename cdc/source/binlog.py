@@ -194,6 +194,10 @@ class _Reader(BinLogStreamReader):
                 wrapped = wrapper(pkt, self.table_map, self._ctl_connection, *args)
             event_type = wrapped.event_type
             ev = wrapped.event
+            # The event and its wrapper point at each other: a cycle per event that only the cyclic
+            # garbage collector frees (and traverses while the event lives). Nothing reads the event
+            # through its wrapper after this, so the cycle is cut and the pair is freed when dropped.
+            wrapped.event = None
             if event_type == ROTATE_EVENT:
                 self.log_pos = ev.position
                 self.log_file = ev.next_binlog
