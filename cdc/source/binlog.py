@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pymysql
-from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication import BinLogStreamReader, binlogstream
 from pymysqlreplication.constants import FIELD_TYPE
+from pymysqlreplication.constants.BINLOG import FORMAT_DESCRIPTION_EVENT, ROTATE_EVENT, TABLE_MAP_EVENT
 from pymysqlreplication.event import (
     GtidEvent,
     HeartbeatLogEvent,
@@ -119,6 +120,15 @@ class _OneShotConnector:
         return conn
 
 
+# The packet wrapper's positional arguments after (packet, table map, control connection), in the
+# order fetchone passes them (python-mysql-replication 1.0.x): the reader's attributes of these names.
+_FETCHONE_ARGS = (
+    "mysql_version", "use_checksum", "allowed_events_in_packet", "only_tables", "ignored_tables", "only_schemas",
+    "ignored_schemas", "freeze_schema", "ignore_decode_errors", "verify_checksum", "optional_meta_data",
+    "enable_logging", "use_column_name_cache", "post_header_lengths",
+)  # fmt: skip
+
+
 class _Reader(BinLogStreamReader):
     """The library's reader, with wpcdc's own dump request when starting from a GTID state.
 
@@ -129,6 +139,85 @@ class _Reader(BinLogStreamReader):
     request, which is correct."""
 
     gtid_start: GtidSet | None = None
+    # With fast decoding: events from _lean_events instead of the library's fetchone.
+    lean: bool = False
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._lean_events() if self.lean else super().__iter__()
+
+    def _lean_events(self) -> Iterator[Any]:
+        """The events the library's fetchone returns, one after the other, with the same effects on
+        the reader (position, file, table map, format description, end position). fetchone reads a
+        dozen name-mangled attributes to build the packet wrapper's argument tuple for every event,
+        calls three methods to classify each packet and the wrapper finds its arguments by name
+        again; here the arguments (and their names) are built again only after what changes them (a
+        connection, a format description) and a packet's first byte is tested inline."""
+        allowed = self._BinLogStreamReader__allowed_events  # type: ignore[attr-defined]
+        end_log_pos, skip_to_timestamp = self.end_log_pos, self.skip_to_timestamp
+        args: tuple[Any, ...] = ()
+        params: dict[str, Any] | None = None
+        while True:
+            if end_log_pos and self.is_past_end_log_pos:
+                return
+            if not self._BinLogStreamReader__connected_stream:  # type: ignore[attr-defined]
+                self._BinLogStreamReader__connect_to_stream()  # a second time: the one-shot connector refuses it
+                params = None
+            if not self._BinLogStreamReader__connected_ctl:  # type: ignore[attr-defined]
+                self._BinLogStreamReader__connect_to_ctl()  # type: ignore[attr-defined]
+                params = None
+            try:
+                pkt = self._stream_connection._read_packet()
+            except pymysql.OperationalError as error:
+                if error.args and error.args[0] in binlogstream.MYSQL_EXPECTED_ERROR_CODES:
+                    # Where the library closes the stream to reconnect (which the connector refuses).
+                    self._stream_connection.close()
+                    self._BinLogStreamReader__connected_stream = False
+                    continue
+                raise
+            data = pkt._data
+            if data[0] == 0xFE and len(data) < 9:  # EOF: the end of a non-blocking dump
+                self.close()
+                return
+            if data[0] != 0 or len(data) < 7:  # not an OK packet: skipped, as fetchone does
+                continue
+            if params is None:
+                args = tuple(
+                    self.mysql_version if name == "mysql_version" else getattr(self, "_BinLogStreamReader__" + name)
+                    for name in _FETCHONE_ARGS
+                )
+                params = fast_decoding.wrapper_params(args)
+            # Looked up per event as fetchone does: fast_decoding.install() puts its class there.
+            wrapper = binlogstream.BinLogPacketWrapper
+            if wrapper is fast_decoding.FastPacketWrapper:
+                wrapped = wrapper.wrap(pkt, self.table_map, self._ctl_connection, args, params)
+            else:
+                wrapped = wrapper(pkt, self.table_map, self._ctl_connection, *args)
+            event_type = wrapped.event_type
+            ev = wrapped.event
+            # The event and its wrapper point at each other: a cycle per event that only the cyclic
+            # garbage collector frees (and traverses while the event lives). Nothing reads the event
+            # through its wrapper after this, so the cycle is cut and the pair is freed when dropped.
+            wrapped.event = None
+            if event_type == ROTATE_EVENT:
+                self.log_pos = ev.position
+                self.log_file = ev.next_binlog
+                if wrapped.timestamp != 0:  # table ids are not stable across a server restart
+                    self.table_map = {}
+            elif wrapped.log_pos:
+                self.log_pos = wrapped.log_pos
+            if end_log_pos and self.log_pos >= end_log_pos:
+                self.is_past_end_log_pos = True
+            if event_type == FORMAT_DESCRIPTION_EVENT and ev is not None:
+                self.mysql_version = ev.mysql_version
+                self._BinLogStreamReader__post_header_lengths = ev.post_header_len
+                params = None
+            if skip_to_timestamp and wrapped.timestamp < skip_to_timestamp:
+                continue
+            if event_type == TABLE_MAP_EVENT and ev is not None:
+                self.table_map[ev.table_id] = ev.get_table()
+            if ev is None or ev.__class__ not in allowed:
+                continue
+            yield ev
 
     def _BinLogStreamReader__connect_to_stream(self) -> None:  # the library's private hook, by its mangled name
         if self.gtid_start is None:
@@ -261,6 +350,7 @@ class BinlogSource:
             enable_logging=False,
         )
         reader.gtid_start = self._gtid_start
+        reader.lean = cfg.source.fast_decoding
         return reader
 
     def items(self) -> Iterator[SourceItem]:
@@ -363,29 +453,38 @@ class BinlogSource:
         # The next captured row's ordinal within its transaction (RowChange.txn_row): with the GTID,
         # it names the row the same way on every server of the topology.
         txn_row = 0
+        kinds = _KINDS
 
         for ev in _unpack_payloads(reader):
-            if isinstance(ev, RotateEvent):
+            kind = kinds.get(type(ev))
+            if kind is None:
+                kind = kinds[type(ev)] = _kind(type(ev))
+            if kind == _ROTATE:
                 file = ev.next_binlog
                 if not in_txn:
                     txn_from = BinlogPosition(file, ev.position)
                 continue
-            if isinstance(ev, HeartbeatLogEvent):
+            if kind == _HEARTBEAT:
                 # A heartbeat is sent only when the dump thread has nothing left to send, so its
                 # log_pos is the end of the last whole transaction in ev.ident (a boundary).
                 at = ev.packet.log_pos
                 yield Idle(ev.timestamp, BinlogPosition(ev.ident, at) if at > 4 and in_txn is not True else None)
                 continue
-            if isinstance(ev, (MariadbGtidEvent, GtidEvent)):
+            if kind == _MARIADB_GTID:
                 gtid = ev.gtid
                 txn_row = 0
-                standalone = isinstance(ev, MariadbGtidEvent) and ev.flags & _MARIADB_GTID_STANDALONE
-                # A MariaDB GTID event opens the transaction (it replaces BEGIN); MySQL's is followed
-                # by a BEGIN query. A standalone one (DDL) is closed by its single query.
-                in_txn = isinstance(ev, MariadbGtidEvent) and not standalone
-                xa = [] if isinstance(ev, MariadbGtidEvent) and ev.flags & _MARIADB_GTID_PREPARED_XA else None
+                # A MariaDB GTID event opens the transaction (it replaces BEGIN); a standalone one
+                # (DDL) is closed by its single query.
+                in_txn = not ev.flags & _MARIADB_GTID_STANDALONE
+                xa = [] if ev.flags & _MARIADB_GTID_PREPARED_XA else None
                 continue
-            if isinstance(ev, XAPrepareEvent):
+            if kind == _MYSQL_GTID:  # followed by a BEGIN query, which opens the transaction
+                gtid = ev.gtid
+                txn_row = 0
+                in_txn = False
+                xa = None
+                continue
+            if kind == _XA_PREPARE:
                 # The end of an XA transaction's part in the binlog, not its commit.
                 if in_txn is None:
                     self._mid_transaction()
@@ -399,9 +498,9 @@ class BinlogSource:
                 if stop_at is not None and stop_at <= end.next_position:
                     return
                 continue
-            if isinstance(ev, (QueryEvent, XidEvent)):
+            if kind == _QUERY or kind == _XID:
                 outcome: bool | None = None
-                if isinstance(ev, QueryEvent):
+                if kind == _QUERY:
                     query = ev.query.strip().upper()
                     if query == "BEGIN":
                         in_txn = True
@@ -430,7 +529,7 @@ class BinlogSource:
                             "cannot read the XID of %r at %s:%d; the prepared transaction it decides stays held",
                             ev.query.strip()[:200], file, event_start(ev), extra={"event": "xa_unreadable"},
                         )  # fmt: skip
-                if outcome is None and isinstance(ev, QueryEvent) and query[:1] in "TDRA":
+                if outcome is None and kind == _QUERY and query[:1] in "TDRA":
                     yield from self._table_changes(ev, file, gtid)
                 yield end if xid is None else XAOutcome(xid, bool(outcome), end)
                 gtid, txn_row = None, 0
@@ -438,11 +537,11 @@ class BinlogSource:
                 if stop_at is not None and stop_at <= end.next_position:
                     return
                 continue
-            if isinstance(ev, TableMapEvent):
+            if kind == _TABLE_MAP:
                 if in_txn is None:
                     self._mid_transaction()
                 continue
-            if isinstance(ev, NotImplementedEvent):
+            if kind == _NOT_IMPLEMENTED:
                 if ev.event_type in _UNDECODABLE_EVENT_TYPES:
                     raise SourceError(
                         f"binlog event type {ev.event_type} at {file}:{event_start(ev)} "
@@ -460,15 +559,9 @@ class BinlogSource:
             pos = event_start(ev)
             inner = getattr(ev, "payload_index", None)
             ts = ev.timestamp
-            op = (
-                "update"
-                if isinstance(ev, UpdateRowsEvent)
-                else "insert"
-                if isinstance(ev, WriteRowsEvent)
-                else "delete"
-            )
+            op = "update" if kind == _UPDATE or kind == _PARTIAL_UPDATE else "insert" if kind == _INSERT else "delete"
             try:
-                if isinstance(ev, PartialUpdateRowsEvent):
+                if kind == _PARTIAL_UPDATE:
                     _refuse_partial_json(ev)
                 rows = ev.rows
             except Exception as exc:  # undecodable row images: dead-letter them, do not crash-loop here
@@ -520,6 +613,24 @@ class BinlogSource:
             "GTID/BEGIN event as shown by `mysqlbinlog`",
             fatal=True,
         )
+
+
+# What the source loop does with an event, by its class: the first isinstance test that holds, in
+# the loop's order, found once per class instead of a chain of up to ten isinstance tests per
+# event. Anything else is a rows event: delete unless it is an update or insert.
+_ROTATE, _HEARTBEAT, _MARIADB_GTID, _MYSQL_GTID, _XA_PREPARE, _QUERY, _XID, _TABLE_MAP = range(8)
+_NOT_IMPLEMENTED, _PARTIAL_UPDATE, _UPDATE, _INSERT, _DELETE = range(8, 13)
+_KIND_ORDER: tuple[tuple[type, int], ...] = (
+    (RotateEvent, _ROTATE), (HeartbeatLogEvent, _HEARTBEAT), (MariadbGtidEvent, _MARIADB_GTID),
+    (GtidEvent, _MYSQL_GTID), (XAPrepareEvent, _XA_PREPARE), (QueryEvent, _QUERY), (XidEvent, _XID),
+    (TableMapEvent, _TABLE_MAP), (NotImplementedEvent, _NOT_IMPLEMENTED),
+    (PartialUpdateRowsEvent, _PARTIAL_UPDATE), (UpdateRowsEvent, _UPDATE), (WriteRowsEvent, _INSERT),
+)  # fmt: skip
+_KINDS: dict[type, int] = {}
+
+
+def _kind(cls: type) -> int:
+    return next((kind for base, kind in _KIND_ORDER if issubclass(cls, base)), _DELETE)
 
 
 # Row changes per read-ahead batch at most: one prefetch query per table kind and blog for them

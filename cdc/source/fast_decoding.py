@@ -246,16 +246,18 @@ class _Plan:
         self.straight = _generate([name for name, _ in columns], specs)
 
 
-def _generate(names: list[str], specs: list[Spec]) -> Callable[[bytes, int], tuple[dict[str, Any], int]]:
+def _generate(names: list[str], specs: list[Spec]) -> Callable[[bytes, int], tuple[dict[str, Any], int, bool]]:
     """One function per table for rows without NULLs (every row of WordPress's NOT NULL columns):
     straight-line reads, adjacent fixed-width columns in one struct call, no per-column calls for
-    text. Same values as the per-column loop, which still handles rows with NULLs."""
+    text. Same values as the per-column loop, which still handles rows with NULLs. It returns
+    (values, position, maybe_none): maybe_none is False when no value can be None (a zero date is),
+    so the caller can skip the library's per-row scan for None values."""
     env: dict[str, Any] = {
         "int_from_bytes": int.from_bytes,
         "datetime": datetime.datetime,
         "invalid_datetime": invalid_datetime,
     }
-    lines = ["def decode(data, pos):"]
+    lines = ["def decode(data, pos):", "    z = False"]
     i = 0
     while i < len(specs):
         spec = specs[i]
@@ -291,14 +293,17 @@ def _generate(names: list[str], specs: list[Spec]) -> Callable[[bytes, int], tup
                 "    except ValueError:",
                 f"        v{i} = invalid_datetime(ym // 13, ym % 13, (x >> 17) & 31, (x >> 12) & 31, "
                 "(x >> 6) & 63, x & 63, 0, 0)",
+                "        z = True",
                 "    pos += 5",
             ]
         else:
             env[f"d{i}"] = spec[1]
             lines.append(f"    v{i}, pos = d{i}(data, pos)")
+            lines.append(f"    if v{i} is None:")
+            lines.append("        z = True")
         i += 1
     body = ", ".join(f"{name!r}: v{k}" for k, name in enumerate(names))
-    lines.append(f"    return {{{body}}}, pos")
+    lines.append(f"    return {{{body}}}, pos, z")
     # Column names and encodings enter the source only as repr() literals; the rest is fixed text.
     exec(compile("\n".join(lines), "<wpcdc row decoder>", "exec"), env)
     return env["decode"]  # type: ignore[no-any-return]
@@ -332,39 +337,73 @@ def _compile(table: Any) -> _Plan | None:
 
 
 class _FastRows:
-    def _read_column_data(self, cols_bitmap: bytes, row_image_type: Any = None) -> dict[str, Any]:
+    def _wpcdc_plan(self, *bitmaps: bytes) -> _Plan | None:
+        """The table's plan when these column bitmaps can be read by it, else None (the library's path)."""
         if getattr(self._ctl_connection, MEMO_ATTRIBUTE, None) is None or self._ignore_decode_errors:  # type: ignore[attr-defined]
-            return super()._read_column_data(cols_bitmap, row_image_type)  # type: ignore[misc]
+            return None
         table = self.table_map[self.table_id]  # type: ignore[attr-defined]
         plan = getattr(table, _PLAN_ATTRIBUTE, _UNSET)
         if plan is _UNSET:
             plan = _compile(table)
             setattr(table, _PLAN_ATTRIBUTE, plan)
-        wrapper = self.packet  # type: ignore[attr-defined]
-        if (
-            plan is None
-            or (cols_bitmap != plan.full_bitmap and cols_bitmap != plan.full_bitmap_padded)
-            or wrapper._BinLogPacketWrapper__data_buffer  # bytes pushed back by the library
-        ):
+        if plan is None or self.packet._BinLogPacketWrapper__data_buffer:  # type: ignore[attr-defined]  # bytes pushed back by the library
+            return None
+        for bitmap in bitmaps:
+            if bitmap != plan.full_bitmap and bitmap != plan.full_bitmap_padded:
+                return None
+        return plan  # type: ignore[no-any-return]
+
+    def _read_column_data(self, cols_bitmap: bytes, row_image_type: Any = None) -> dict[str, Any]:
+        plan = self._wpcdc_plan(cols_bitmap)
+        if plan is None:
             return super()._read_column_data(cols_bitmap, row_image_type)  # type: ignore[misc]
         self.is_partial_json_update = False  # as the library's reader sets it (no partial images here)
+        wrapper = self.packet  # type: ignore[attr-defined]
         raw = wrapper.packet
-        data, start = raw._data, raw._position
-        pos = start + plan.null_bytes
-        nulls = data[start:pos]
-        values: dict[str, Any]
-        if nulls == plan.no_nulls_padded or nulls == plan.no_nulls:
-            try:
-                values, pos = plan.straight(data, pos)
-            except UnicodeDecodeError:  # a bad value: the per-column decoders hand it on as a RawValue
-                values, pos = _per_column(plan, nulls, data, pos)
-        else:
-            values, pos = _per_column(plan, nulls, data, pos)
-        if pos > len(data):
-            raise ValueError("row image runs past the end of the event")
+        start = raw._position
+        values, pos, _ = _image(plan, raw._data, start)
         raw._position = pos
         wrapper.read_bytes += pos - start
         return values
+
+    def _fetch_rows(self) -> None:
+        """The library's loop (a method call per row, per image, and a Python scan of every row for
+        None values), as one loop over the packet's bytes when every image is read by the plan."""
+        update = isinstance(self, UpdateRowsEvent)
+        bitmaps: tuple[bytes, ...] = (self.columns_present_bitmap,)  # type: ignore[attr-defined]
+        if update:
+            bitmaps += (self.columns_present_bitmap2,)  # type: ignore[attr-defined]
+        plan = self._wpcdc_plan(*bitmaps) if self.complete else None  # type: ignore[attr-defined]
+        if plan is None:
+            super()._fetch_rows()  # type: ignore[misc]
+            return
+        self.is_partial_json_update = False
+        rows: list[dict[str, Any]] = []
+        self._RowsEvent__rows = rows
+        wrapper = self.packet  # type: ignore[attr-defined]
+        raw = wrapper.packet
+        data = raw._data
+        start = pos = raw._position
+        end = start + self.event_size - wrapper.read_bytes  # type: ignore[attr-defined]  # the library's read_bytes < event_size
+        none_sources = self._get_none_sources  # type: ignore[attr-defined]
+        try:
+            while pos < end:
+                values, pos, maybe_none = _image(plan, data, pos)
+                if update:
+                    after, pos, after_none = _image(plan, data, pos)
+                    rows.append(
+                        {
+                            "before_values": values,
+                            "before_none_sources": none_sources(values) if maybe_none else {},
+                            "after_values": after,
+                            "after_none_sources": none_sources(after) if after_none else {},
+                        }
+                    )
+                else:
+                    rows.append({"values": values, "none_sources": none_sources(values) if maybe_none else {}})
+        finally:  # where the library's reads would have left the packet, an error included
+            raw._position = pos
+            wrapper.read_bytes += pos - start
 
     # The library's own readers (used without fast decoding, and for tables the plan does not
     # cover) fail the whole rows event on one value that is not valid in its character set, and
@@ -373,13 +412,13 @@ class _FastRows:
 
     def _RowsEvent__read_string(self, size: int, column: Any) -> Any:
         raw = self.packet.read_length_coded_pascal_string(size)  # type: ignore[attr-defined]
-        encoding = "utf-8"
-        if column.character_set_name is not None:
-            encoding = self.charset_to_encoding(column.character_set_name)  # type: ignore[attr-defined]
+        encoding = _encoding(column.character_set_name)
+        if encoding is None:
+            # A character set Python lacks (binary): the raw bytes, as the library gives them, and
+            # as the fast decoders do for an empty value too (b"".decode() looks no codec up: "").
+            return raw
         try:
             return raw.decode(encoding, "ignore" if self._ignore_decode_errors else "strict")  # type: ignore[attr-defined]
-        except LookupError:  # a character set Python lacks: the raw bytes, as the library does
-            return raw
         except UnicodeDecodeError:
             return invalid_text(raw, encoding)
 
@@ -405,6 +444,25 @@ class _FastRows:
     def _RowsEvent__read_date(self) -> Any:
         v = self.packet.read_uint24()  # type: ignore[attr-defined]
         return _date_value((v >> 9) & 0x7FFF, (v >> 5) & 15, v & 31)
+
+
+def _image(plan: _Plan, data: bytes, start: int) -> tuple[dict[str, Any], int, bool]:
+    """One row image at `start`: its values, where it ends, and whether a value may be None."""
+    pos = start + plan.null_bytes
+    nulls = data[start:pos]
+    values: dict[str, Any]
+    if nulls == plan.no_nulls_padded or nulls == plan.no_nulls:
+        try:
+            values, pos, maybe_none = plan.straight(data, pos)
+        except UnicodeDecodeError:  # a bad value: the per-column decoders hand it on as a RawValue
+            values, pos = _per_column(plan, nulls, data, pos)
+            maybe_none = True
+    else:
+        values, pos = _per_column(plan, nulls, data, pos)
+        maybe_none = True
+    if pos > len(data):
+        raise ValueError("row image runs past the end of the event")
+    return values, pos, maybe_none
 
 
 def _per_column(plan: _Plan, nulls: bytes, data: bytes, pos: int) -> tuple[dict[str, Any], int]:
@@ -467,6 +525,23 @@ class FastPacketWrapper(BinLogPacketWrapper):
     without the switch, takes the library's constructor."""
 
     def __init__(self, from_packet: Any, table_map: Any, ctl_connection: Any, *args: Any, **kwargs: Any) -> None:
+        self._build(from_packet, table_map, ctl_connection, args, kwargs, None)
+
+    @classmethod
+    def wrap(
+        cls, from_packet: Any, table_map: Any, ctl_connection: Any, args: tuple[Any, ...], params: dict[str, Any]
+    ) -> FastPacketWrapper:
+        """`cls(from_packet, table_map, ctl_connection, *args)` for a caller that has the arguments by
+        name already (`wrapper_params(args)`, kept while args stay the same): no argument tuple to
+        unpack and no dict to look up per event."""
+        self = cls.__new__(cls)
+        self._build(from_packet, table_map, ctl_connection, args, _NO_KWARGS, params)
+        return self
+
+    def _build(
+        self, from_packet: Any, table_map: Any, ctl_connection: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+        params: dict[str, Any] | None,
+    ) -> None:  # fmt: skip
         data = from_packet._data
         start = from_packet._position
         event_type = data[start + 5]  # after the OK byte and the timestamp
@@ -476,7 +551,8 @@ class FastPacketWrapper(BinLogPacketWrapper):
         if event_type not in _LEAN_TYPES or getattr(ctl_connection, MEMO_ATTRIBUTE, None) is None:
             super().__init__(from_packet, table_map, ctl_connection, *args, **kwargs)
             return
-        params = _wrapper_params(args, kwargs)
+        if params is None:
+            params = _wrapper_params(args, kwargs)
         event_class = self._BinLogPacketWrapper__event_map[event_type]  # type: ignore[attr-defined]
         if params["verify_checksum"] or event_class not in params["allowed_events"]:
             super().__init__(from_packet, table_map, ctl_connection, *args, **kwargs)
@@ -592,6 +668,7 @@ class FastPacketWrapper(BinLogPacketWrapper):
 
 
 _QUERY_IDS = struct.Struct("<II")
+_NO_KWARGS: dict[str, Any] = {}
 # The last (params, table_map, control connection) and the attributes BinLogEvent.__init__ sets
 # from them; and the last params with RowsEvent's. The reader passes the same objects for every
 # event until a format description, a rotation (a new table map) or another reader.
@@ -661,6 +738,11 @@ _WRAPPER_DEFAULTS = {"use_column_name_cache": False, "post_header_lengths": None
 # The last positional arguments and their dict: the reader passes the same ones for every event
 # (until a format description or rotation changes one), so the dict is not rebuilt per event.
 _last_params: list[Any] = [None, None]
+
+
+def wrapper_params(args: tuple[Any, ...]) -> dict[str, Any]:
+    """The wrapper's positional arguments (as fetchone passes them) by name, for FastPacketWrapper.wrap."""
+    return _wrapper_params(args, _NO_KWARGS)
 
 
 def _wrapper_params(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

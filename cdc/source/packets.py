@@ -134,7 +134,7 @@ class _Reader:
             parts.append(data)
             data = b"".join(parts)
         packet = packet_type(data, conn.encoding)
-        if packet.is_error_packet():
+        if data[0] == 0xFF:  # MysqlPacket.is_error_packet, without a call per packet
             if conn._result is not None and conn._result.unbuffered_active is True:
                 conn._result.unbuffered_active = False
             packet.raise_for_error()

@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 import pytest
+from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.constants import BINLOG
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdc.config import parse_config
 from cdc.core.changes import RowChange, TransactionEnd
@@ -92,16 +94,38 @@ def test_fast_decoding_is_identical_to_the_library(site: Site, monkeypatch: pyte
 
     monkeypatch.setattr(fast_decoding, "_generate", counting)
     lean_boundaries = [0]
-    real_params = fast_decoding._wrapper_params
+    real_shared = fast_decoding._shared
 
-    def count_params(*args: Any) -> Any:
+    def count_shared(*args: Any) -> Any:  # what every event built directly (not by the library) takes
         lean_boundaries[0] += 1
-        return real_params(*args)
+        return real_shared(*args)
 
-    monkeypatch.setattr(fast_decoding, "_wrapper_params", count_params)
+    monkeypatch.setattr(fast_decoding, "_shared", count_shared)
+    # Rows the library's per-row loop reads, and events its fetchone returns, in each run.
+    library_rows = [0]
+    for cls in (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent):
+
+        def one_row(self: Any, real: Any = cls._fetch_one_row) -> Any:
+            library_rows[0] += 1
+            return real(self)
+
+        monkeypatch.setattr(cls, "_fetch_one_row", one_row)
+    fetched = [0]
+    real_fetchone = BinLogStreamReader.fetchone
+
+    def fetchone(self: Any) -> Any:
+        fetched[0] += 1
+        return real_fetchone(self)
+
+    monkeypatch.setattr(BinLogStreamReader, "fetchone", fetchone)
     monkeypatch.setenv("WPCDC_MYSQL_PASSWORD", MYSQL_PASSWORD)
     fast = decode(site, fast=True)
+    fast_library_rows, fast_fetched = library_rows[0], fetched[0]
+    library_rows[0] = fetched[0] = 0
     library = decode(site, fast=False)
+    assert fast_library_rows == 1, "only the DECIMAL/JSON table's row takes the library's row loop"
+    assert library_rows[0] == 7 and fetched[0] > 20
+    assert fast_fetched == 0, "with fast decoding the reader's own loop reads the events, not fetchone"
 
     assert ("wp_posts", True) in compiled, "the fast path was not used for wp_posts"
     assert straight_rows[0] >= 3, "rows without NULLs take the generated straight-line decoder"
@@ -279,7 +303,7 @@ def _differences(a: tuple[Any, ...], b: tuple[Any, ...]) -> list[str]:
     return out
 
 
-def reader_events(site: Site, fast: bool) -> list[tuple[Any, ...]]:
+def reader_events(site: Site, fast: bool, cycles: list[bool] | None = None) -> list[tuple[Any, ...]]:
     """Every event the library's reader hands to BinlogSource: its attributes as built (before its
     rows are read), its packet wrapper's, where the packet stands, then its rows."""
     cfg = dict(site.config)
@@ -291,6 +315,8 @@ def reader_events(site: Site, fast: bool) -> list[tuple[Any, ...]]:
     try:
         for ev in binlog._unpack_payloads(reader):
             built = _attributes(ev)
+            if cycles is not None and getattr(ev, "payload_index", None) is None:
+                cycles.append(getattr(ev.packet, "event", None) is ev)  # event <-> wrapper: a cycle for the GC
             wrapper = {k: v for k, v in vars(ev.packet).items() if k not in ("packet", "event", "wpcdc_wrapper_args")}
             at = ev.packet.packet._position
             rows = _attributes(ev.rows) if hasattr(type(ev), "rows") else None
@@ -335,7 +361,9 @@ def test_events_built_directly_are_the_librarys_events(site: Site, monkeypatch: 
         real_init(self, from_packet, *args, **kwargs)
 
     monkeypatch.setattr(fast_decoding.BinLogPacketWrapper, "__init__", library_init)
-    fast = reader_events(site, fast=True)
+    cycles: list[bool] = []
+    fast = reader_events(site, fast=True, cycles=cycles)
+    assert cycles and not any(cycles), "the reader's loop cuts each event's cycle with its wrapper"
     fast_by_library = list(by_library)
     by_library.clear()
     library = reader_events(site, fast=False)
