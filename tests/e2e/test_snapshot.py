@@ -252,9 +252,12 @@ def test_kill_9_during_a_snapshot_resumes_where_it_stopped(wp: WordPressStream, 
             if (e.get("blog_id"), e.get("post_id")) in missing
         ]
         partitions = {k: (murmur2(f"{k[0]}:{k[1]}".encode()) & 0x7FFFFFFF) % 3 for k in missing}
+        dead = [d for d in read_values(stack.broker.bootstrap, site.dead_letter_topic, idle=1.0)
+                if (d.get("blog_id"), d.get("post_id")) in missing]  # fmt: skip
         raise AssertionError(
             f"{exc}\nkilled at done_posts {done_at_kill} of {total}; {len(events)} events read, {len(again)} "
-            f"read again; partitions (of 3) {partitions}; events on the topic for {missing} now: {held}\n"
+            f"read again; partitions (of 3) {partitions}; events on the topic for {missing} now: {held}; "
+            f"dead letters for them: {dead}\n"
             f"checkpoint: {site.checkpoint_path.read_text()}\nresumed run's log:\n{streamer.output()[-6000:]}"
         ) from None
     site.conn.close()
