@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,6 +126,11 @@ def consumer_state(
                 "meta": json.loads(meta), "terms": json.loads(terms),
             }  # fmt: skip
     return out
+
+
+def broker_log_tail(path: Path, lines: int = 30) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", path.read_text(errors="replace")) if path.exists() else ""
+    return "\n".join([line for line in text.splitlines() if "StringWithoutLength" not in line][-lines:])
 
 
 def assert_same_state(built: dict[Any, Any], database: dict[Any, Any]) -> None:
@@ -257,7 +263,8 @@ def test_kill_9_during_a_snapshot_resumes_where_it_stopped(wp: WordPressStream, 
         raise AssertionError(
             f"{exc}\nkilled at done_posts {done_at_kill} of {total}; {len(events)} events read, {len(again)} "
             f"read again; partitions (of 3) {partitions}; events on the topic for {missing} now: {held}; "
-            f"dead letters for them: {dead}\n"
+            f"dead letters for them: {dead}\nthe broker's log (its DescribeConfigs parse errors left out):\n"
+            f"{broker_log_tail(stack.broker.log)}\n"
             f"checkpoint: {site.checkpoint_path.read_text()}\nresumed run's log:\n{streamer.output()[-6000:]}"
         ) from None
     site.conn.close()
