@@ -156,7 +156,9 @@ def test_snapshot_while_wordpress_is_edited_builds_the_database_state(wp: WordPr
     # `wpcdc snapshot` hands the request to the running streamer and follows it to the end.
     op = wp.cli("snapshot")
     writer.join(60)
-    assert writer_ops and writer_ops[0] > 50, "the writer kept editing during the snapshot"
+    assert writer_ops, "the writer finished"
+    # What the writer did while the snapshot ran, not how much (a loaded machine runs fewer edits).
+    assert [e for e in op.events if e["event_type"] != "post_snapshot"], "the writer kept editing during the snapshot"
     assert "handed to the running wpcdc" in op.result
     snaps = [e for e in op.events if e["event_type"] == "post_snapshot"]
     snapped = {(e["blog_id"], e["post_id"]) for e in snaps}
@@ -165,7 +167,10 @@ def test_snapshot_while_wordpress_is_edited_builds_the_database_state(wp: WordPr
     wp.do("return 1;")  # everything the writer did is on the topic
 
     database = database_state(wp.site, [1, 2])
-    assert len(snapped) >= 150, "every post of both blogs (less the ones deleted before their chunk)"
+    # A populated post still in the database existed through the whole snapshot: it has its
+    # post_snapshot (the consumer's state below would not miss it: the stream told it the post).
+    unsnapped = sorted((set(posts) & set(database)) - snapped)
+    assert not unsnapped, f"posts that existed throughout without a post_snapshot: {unsnapped[:10]}"
     built = consumer_state(wp.site.stack.broker.bootstrap, wp.site.topic, tmp_path / "state.sqlite")
     assert_same_state(built, database)
 
