@@ -177,6 +177,7 @@ class Snapshotter:
         self.completed: list[str] = []  # snapshot ids finished since the pipeline last looked
         self.finished: set[str] = set()  # every snapshot id finished in this process
         self.retried = 0  # posts read again because they changed while their chunk was read
+        self._read_error: Exception | None = None  # a read that failed after chunks were finished: see at()
 
     @property
     def active(self) -> bool:
@@ -186,6 +187,7 @@ class Snapshotter:
         """Back to what a checkpoint recorded (at start-up, and after a failure)."""
         self.state = SnapshotState.from_json(saved) if saved else None
         self.chunk = None
+        self._read_error = None
         if self.state is not None:
             self.finished -= {self.state.request.id, *(q.id for q in self.state.queued)}
 
@@ -227,7 +229,14 @@ class Snapshotter:
     def at(self, position: BinlogPosition, max_chunks: int = 8) -> list[Ready]:
         """At a position the stream has fully reached: the chunks to publish now, in order. A chunk
         whose high watermark the stream has already reached (nothing was written meanwhile) is due at
-        once, so an idle server does not pace the snapshot by its heartbeat."""
+        once, so an idle server does not pace the snapshot by its heartbeat.
+
+        A chunk read that fails (a lost connection) after chunks were finished here does not raise
+        now: the state already counts those chunks as published, and the checkpoint written on the
+        way to the restart would save it without them. They are returned; the next call raises."""
+        error, self._read_error = self._read_error, None
+        if error is not None:
+            raise error
         out: list[Ready] = []
         while len(out) < max_chunks:
             chunk = self.chunk
@@ -236,7 +245,13 @@ class Snapshotter:
                 out.append(Ready(self.state.request.id, chunk, self._finish(chunk)))
                 self.chunk = chunk = None
             if chunk is None and self.state is not None:
-                self.chunk = chunk = self._next_chunk()
+                try:
+                    self.chunk = chunk = self._next_chunk()
+                except Exception as exc:
+                    if not out:
+                        raise
+                    self._read_error = exc
+                    break
             if chunk is None or not chunk.high <= position:
                 break
         return out
@@ -261,8 +276,10 @@ class Snapshotter:
             req = state.request
             if state.blogs is None:
                 found = self.source.blogs()
-                state.blogs = [b for b in found if req.blogs is None or b in req.blogs]
-                state.total_posts = sum(self.source.count(b, req) for b in state.blogs)
+                blogs = [b for b in found if req.blogs is None or b in req.blogs]
+                # Both or neither: a count that fails must not leave the blogs resolved without a total.
+                state.total_posts = sum(self.source.count(b, req) for b in blogs)
+                state.blogs = blogs
             if state.blog_index < len(state.blogs):
                 blog = state.blogs[state.blog_index]
                 return self.source.read(blog, req, state.last_id, state.retry, self.chunk_size)

@@ -9,19 +9,18 @@ with `@pytest.mark.parametrize("stack", [...], indirect=True)`."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from tests.conftest import BROKER_FIGURES
 from tests.integration.conftest import Site, Stack
+from tests.topics import read_values
 
 KAFKA_LEG = "mariadb"
 
@@ -51,28 +50,9 @@ def read_topic(
     """Every value on the topic (default: the site's) as a consumer with isolation.level
     read_committed (or read_uncommitted) sees it: read to the end offsets (read_committed: the last
     stable offset), then until nothing came for `idle` s."""
-    topic = topic or site.topic
-    consumer = KafkaConsumer(
-        bootstrap_servers=site.stack.broker.bootstrap,
-        enable_auto_commit=False,
-        isolation_level="read_committed" if committed else "read_uncommitted",
+    return read_values(
+        site.stack.broker.bootstrap, topic or site.topic, committed=committed, idle=idle, timeout=timeout
     )
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        last_new = time.monotonic()
-        while time.monotonic() - last_new < idle or any(consumer.position(tp) < end[tp] for tp in parts):
-            assert time.monotonic() < deadline, f"reading {topic} did not reach its end offsets {end}"
-            for msgs in consumer.poll(timeout_ms=200).values():
-                out += [orjson.loads(m.value) for m in msgs]
-                last_new = time.monotonic()
-        return out
-    finally:
-        consumer.close()
 
 
 def tally(expected: int, committed: list[dict[str, Any]], uncommitted: list[dict[str, Any]]) -> tuple[int, int, int]:

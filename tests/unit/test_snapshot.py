@@ -9,6 +9,7 @@ from typing import Any
 from cdc.config import FilterConfig
 from cdc.core.position import BinlogPosition
 from cdc.core.tables import TableKind
+from cdc.errors import LookupUnavailable
 from cdc.mapping import events as ev
 from cdc.mapping.mapper import Mapper
 from cdc.mapping.state import NoLookup, WordPressState
@@ -31,11 +32,16 @@ class FakeTables:
         self.binlog_end = 1000
         self.writes_during_read = 0
         self.reads: list[tuple[int, int, list[int]]] = []
+        self.failing_reads: set[int] = set()  # the n-th reads (from 1) lose their connection
+        self.failing_counts = 0  # this many count() calls lose theirs
 
     def blogs(self) -> list[int]:
         return sorted(self.posts)
 
     def count(self, blog: int, request: SnapshotRequest) -> int:
+        if self.failing_counts:
+            self.failing_counts -= 1
+            raise LookupUnavailable("snapshot read failed: lost connection")
         return len(self._match(blog, request))
 
     def _match(self, blog: int, request: SnapshotRequest) -> list[int]:
@@ -44,6 +50,8 @@ class FakeTables:
 
     def read(self, blog: int, request: SnapshotRequest, after_id: int, retry: list[int], limit: int) -> Chunk:
         self.reads.append((blog, after_id, list(retry)))
+        if len(self.reads) in self.failing_reads:
+            raise LookupUnavailable("snapshot read failed: lost connection")
         low = at(self.binlog_end)
         match = self._match(blog, request)
         page = [i for i in match if i > after_id][:limit]
@@ -128,6 +136,44 @@ def test_progress_survives_a_restart_through_the_checkpoint() -> None:
         rest += [i for _, i, _ in drain(resumed, tables.binlog_end)]
     assert rest == [4, 5, 6, 7]
     assert not resumed.active
+
+
+def test_a_read_failing_after_finished_chunks_loses_none_of_them() -> None:
+    # An idle server: several chunks are due in one call. The third read loses its connection after
+    # two chunks were finished (and counted in the state). The pipeline's recovery checkpoints that
+    # state (try_commit) and restores from it: every post counted as done must have been handed out.
+    tables = FakeTables({1: {i: f"t{i}" for i in range(1, 6)}})
+    tables.failing_reads = {3}
+    s = Snapshotter(tables, chunk_size=1)
+    s.request(SnapshotRequest.new())
+    published: list[int] = []
+    failures = 0
+    for _ in range(10):
+        try:
+            published += [i for _, i, _ in drain(s, tables.binlog_end)]
+        except LookupUnavailable:
+            failures += 1
+            saved = copy.deepcopy(s.to_json())
+            assert saved is not None and saved["done_posts"] == len(published), "it counts only what was sent"
+            s.restore(saved)
+    assert failures == 1, "the read's failure still reaches the pipeline (it restarts and reconnects)"
+    assert published == [1, 2, 3, 4, 5]
+    assert not s.active
+
+
+def test_a_failed_count_leaves_the_total_to_the_next_try() -> None:
+    tables = FakeTables({1: {1: "a"}, 2: {1: "b", 2: "c"}})
+    tables.failing_counts = 1
+    tables.writes_during_read = 5  # the first chunk is not due yet: the state stays in progress
+    s = Snapshotter(tables, chunk_size=10)
+    s.request(SnapshotRequest.new())
+    try:
+        drain(s, 0)
+    except LookupUnavailable:
+        pass
+    assert s.state is not None and s.state.blogs is None, "resolved again on the next try"
+    drain(s, 0)
+    assert s.state is not None and (s.state.blogs, s.state.total_posts) == ([1, 2], 3)
 
 
 def test_requests_queue_and_a_finished_one_is_not_taken_twice() -> None:
