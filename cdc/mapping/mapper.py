@@ -440,12 +440,7 @@ class Mapper:
             t = type(raw)
             if t is str or t is int or raw is None:
                 if col == "post_content":
-                    content, full_bytes, digest = self._content(raw)
-                    row[col] = content
-                    row["content_truncated"] = full_bytes is not None
-                    if full_bytes is not None:
-                        row["content_bytes"] = full_bytes
-                        row["content_sha256"] = digest
+                    self._put_content(row, raw)
                     continue
                 if col == "post_password":
                     row["has_password"] = bool(raw)
@@ -471,18 +466,21 @@ class Mapper:
         row.setdefault("content_truncated", False)
         return row
 
+    def _put_content(self, row: dict[str, Any], raw: Any) -> None:
+        content, full_bytes, digest = self._content(raw)
+        row["post_content"] = content
+        row["content_truncated"] = full_bytes is not None
+        if full_bytes is not None:
+            row["content_bytes"] = full_bytes
+            row["content_sha256"] = digest
+
     def _post_row_reference(self, image: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for col, raw in image.items():
             if col == "post_password":
                 row["has_password"] = bool(raw)
             elif col == "post_content":
-                content, full_bytes, digest = self._content(raw)
-                row[col] = content
-                row["content_truncated"] = full_bytes is not None
-                if full_bytes is not None:
-                    row["content_bytes"] = full_bytes
-                    row["content_sha256"] = digest
+                self._put_content(row, raw)
             else:
                 row[col] = _value(col, raw)
         for col in _INT_POST_COLUMNS:
