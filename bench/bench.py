@@ -692,6 +692,16 @@ def goal(what: str, value: float, target: float, unit: str, at_most: bool = Fals
     return f"goal {what}: {value:.{digits}f}{unit} ({bound}: {'met' if met else 'NOT met'})"
 
 
+def start_servers(db: MariaDB | MySQL, broker: Tansu) -> None:
+    """Both servers up, the WordPress tables in `DB`, the bench's topics created."""
+    db.start()
+    broker.start()
+    conn = db.root()
+    create_wordpress_tables(conn, DB)
+    conn.close()
+    create_topics(broker.bootstrap, ["bench.posts", "bench.dead-letter"], partitions=6)
+
+
 def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
     base = args.dir / kind
     # Started inside the try: the servers have sessions of their own, a Ctrl-C does not reach them.
@@ -699,12 +709,7 @@ def bench_server(kind: str, args: argparse.Namespace) -> dict[str, str]:
     broker = Tansu(base / "tansu")
     out: dict[str, str] = {}
     try:
-        db.start()
-        broker.start()
-        conn = db.root()
-        create_wordpress_tables(conn, DB)
-        conn.close()
-        create_topics(broker.bootstrap, ["bench.posts", "bench.dead-letter"], partitions=6)
+        start_servers(db, broker)
         config, config_miss = (write_config(base, db, broker, database) for database in (DB, DB_MISS))
         out["server"] = f"{'MySQL' if kind == 'mysql' else 'MariaDB'} {db.version.split('-')[0]}"
         print(f"\n== {out['server']} ({db.version}) on :{db.port}")

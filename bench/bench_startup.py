@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from bench import DB, ProcessTree, drain, generate, write_config
+from bench import DB, ProcessTree, drain, generate, start_servers, write_config
 from cdc.dev.mysql import MySQL
-from cdc.dev.stack import MYSQL_PASSWORD, MariaDB, Tansu, create_topics, create_wordpress_tables, make_tls_files
+from cdc.dev.stack import MYSQL_PASSWORD, MariaDB, Tansu, make_tls_files
 
 
 def wpcdc_in(tree: Path, *args: str) -> subprocess.Popen[str]:
@@ -65,12 +65,7 @@ def main() -> None:
     )
     broker = Tansu(base / "tansu")
     try:
-        db.start()
-        broker.start()
-        conn = db.root()
-        create_wordpress_tables(conn, DB)
-        conn.close()
-        create_topics(broker.bootstrap, ["bench.posts", "bench.dead-letter"], partitions=6)
+        start_servers(db, broker)
         config = write_config(base, db, broker, DB)
         if tls_dir is not None:
             doc = yaml.safe_load(config.read_text())
