@@ -871,6 +871,8 @@ def lean_event(data: bytes, params: dict[str, Any], table_map: dict[int, Any], c
         return None
     _, timestamp, _, server_id, event_size, log_pos, _ = _HEADER.unpack_from(data, 0)
     size = event_size - (23 if params["use_checksum"] else 19)
+    if 20 + size > len(data):  # shorter than its header says: the library's parse says how
+        return None
     if event_type == _XID_EVENT:
         return LeanXid(timestamp, log_pos, event_size, _XID.unpack_from(data, 20)[0]) if size >= 8 else None
     if event_type == _MARIADB_GTID_EVENT:
