@@ -156,6 +156,8 @@ class _Reader(BinLogStreamReader):
         end_log_pos, skip_to_timestamp = self.end_log_pos, self.skip_to_timestamp
         args: tuple[Any, ...] = ()
         params: dict[str, Any] | None = None
+        lean = False
+        ctl: Any = None
         while True:
             if end_log_pos and self.is_past_end_log_pos:
                 return
@@ -186,8 +188,21 @@ class _Reader(BinLogStreamReader):
                     for name in _FETCHONE_ARGS
                 )
                 params = fast_decoding.wrapper_params(args)
+                ctl = self._ctl_connection
+                lean = fast_decoding.lean_events_apply(ctl, allowed)
             # Looked up per event as fetchone does: fast_decoding.install() puts its class there.
             wrapper = binlogstream.BinLogPacketWrapper
+            if lean and wrapper is fast_decoding.FastPacketWrapper:
+                ev = fast_decoding.lean_event(data, params, self.table_map, ctl)
+                if ev is not None:  # the wrapper's effects on the reader, as below
+                    if ev.log_pos:
+                        self.log_pos = ev.log_pos
+                    if end_log_pos and self.log_pos >= end_log_pos:
+                        self.is_past_end_log_pos = True
+                    if skip_to_timestamp and ev.timestamp < skip_to_timestamp:
+                        continue
+                    yield ev
+                    continue
             if wrapper is fast_decoding.FastPacketWrapper:
                 wrapped = wrapper.wrap(pkt, self.table_map, self._ctl_connection, args, params)
             else:
@@ -621,6 +636,8 @@ class BinlogSource:
 _ROTATE, _HEARTBEAT, _MARIADB_GTID, _MYSQL_GTID, _XA_PREPARE, _QUERY, _XID, _TABLE_MAP = range(8)
 _NOT_IMPLEMENTED, _PARTIAL_UPDATE, _UPDATE, _INSERT, _DELETE = range(8, 13)
 _KIND_ORDER: tuple[tuple[type, int], ...] = (
+    (fast_decoding.LeanXid, _XID), (fast_decoding.LeanQuery, _QUERY), (fast_decoding.LeanTableMap, _TABLE_MAP),
+    (fast_decoding.LeanMariadbGtid, _MARIADB_GTID), (fast_decoding.LeanMysqlGtid, _MYSQL_GTID),
     (RotateEvent, _ROTATE), (HeartbeatLogEvent, _HEARTBEAT), (MariadbGtidEvent, _MARIADB_GTID),
     (GtidEvent, _MYSQL_GTID), (XAPrepareEvent, _XA_PREPARE), (QueryEvent, _QUERY), (XidEvent, _XID),
     (TableMapEvent, _TABLE_MAP), (NotImplementedEvent, _NOT_IMPLEMENTED),

@@ -778,3 +778,136 @@ def install() -> None:
 def enable(ctl_connection: Any) -> None:
     setattr(ctl_connection, QUERY_MEMO_ATTRIBUTE, {})
     setattr(ctl_connection, MEMO_ATTRIBUTE, {})
+
+
+# Events the source loop reads only a few fields of: without a packet wrapper or library event.
+#
+# A WordPress row change is four or five binlog events (GTID, BEGIN on MySQL, table map, rows, XID);
+# even built directly (FastPacketWrapper) each costs a wrapper and an event with a few dozen
+# attributes, and ~25 % of the source loop's samples went there. For the GTID, XID and memoized
+# BEGIN/COMMIT/table map events, `lean_event` makes one slotted object with what BinlogSource reads:
+# the header's timestamp, end position (log_pos) and length (event_size) as the wrapper has them
+# (`ev.packet` is the object itself), and the event's own fields. Anything else, and every event of
+# a reader without the fast_decoding switch, keeps the library's path (or FastPacketWrapper's).
+
+
+class LeanEvent:
+    __slots__ = ("event_size", "log_pos", "timestamp")
+
+    @property
+    def packet(self) -> LeanEvent:  # where the library's event has its wrapper's header fields
+        return self
+
+
+# One constructor call per event, every field set in it.
+class LeanXid(LeanEvent):
+    __slots__ = ("xid",)
+
+    def __init__(self, timestamp: int, log_pos: int, event_size: int, xid: int) -> None:
+        self.timestamp, self.log_pos, self.event_size, self.xid = timestamp, log_pos, event_size, xid
+
+
+class LeanMariadbGtid(LeanEvent):
+    __slots__ = ("flags", "gtid")  # flags: the GTID event's own flags byte, as the library's event has it
+
+    def __init__(self, timestamp: int, log_pos: int, event_size: int, gtid: str, flags: int) -> None:
+        self.timestamp, self.log_pos, self.event_size, self.gtid, self.flags = (
+            timestamp,
+            log_pos,
+            event_size,
+            gtid,
+            flags,
+        )
+
+
+class LeanMysqlGtid(LeanEvent):
+    __slots__ = ("gtid",)
+
+    def __init__(self, timestamp: int, log_pos: int, event_size: int, gtid: str) -> None:
+        self.timestamp, self.log_pos, self.event_size, self.gtid = timestamp, log_pos, event_size, gtid
+
+
+class LeanQuery(LeanEvent):
+    __slots__ = ("query", "schema")
+
+    def __init__(self, timestamp: int, log_pos: int, event_size: int, query: str, schema: bytes) -> None:
+        self.timestamp, self.log_pos, self.event_size = timestamp, log_pos, event_size
+        self.query, self.schema = query, schema
+
+
+class LeanTableMap(LeanEvent):
+    __slots__ = ("table_id",)
+
+    def __init__(self, timestamp: int, log_pos: int, event_size: int, table_id: int) -> None:
+        self.timestamp, self.log_pos, self.event_size, self.table_id = timestamp, log_pos, event_size, table_id
+
+
+_GTID_LOG_EVENT, _MARIADB_GTID_EVENT = BINLOG.GTID_LOG_EVENT, BINLOG.MARIADB_GTID_EVENT
+_XID_EVENT, _QUERY_EVENT, _TABLE_MAP_EVENT = BINLOG.XID_EVENT, BINLOG.QUERY_EVENT, BINLOG.TABLE_MAP_EVENT
+_LEAN_EVENT_TYPES = frozenset({_GTID_LOG_EVENT, _MARIADB_GTID_EVENT, _XID_EVENT, _QUERY_EVENT, _TABLE_MAP_EVENT})
+_SID = struct.Struct("<16sQ")
+# A MySQL server's source id as the library's GtidEvent.gtid formats it, per 16 raw bytes (one or a
+# few per topology; bounded like the other memos).
+_sid_text: dict[bytes, str] = {}
+
+
+def _sid_prefix(sid: bytes) -> str:
+    text = _sid_text.get(sid)
+    if text is None:
+        h = sid.hex()
+        if len(_sid_text) >= _MAX_ENTRIES:
+            _sid_text.clear()
+        text = _sid_text[sid] = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}:"
+    return text
+
+
+def lean_event(data: bytes, params: dict[str, Any], table_map: dict[int, Any], ctl_connection: Any) -> Any:
+    """The lean object for the packet `data` (an OK byte, then the event), or None for the library's
+    path. Has the reader's effects of the event as the wrapper would (a table map enters `table_map`);
+    the caller checks that FastPacketWrapper is installed, the class of the event type is allowed and
+    the switch is on (the memos on `ctl_connection`): see lean_events_apply."""
+    event_type = data[5]
+    if event_type not in _LEAN_EVENT_TYPES or params["verify_checksum"]:
+        return None
+    _, timestamp, _, server_id, event_size, log_pos, _ = _HEADER.unpack_from(data, 0)
+    size = event_size - (23 if params["use_checksum"] else 19)
+    if 20 + size > len(data):  # shorter than its header says: the library's parse says how
+        return None
+    if event_type == _XID_EVENT:
+        return LeanXid(timestamp, log_pos, event_size, _XID.unpack_from(data, 20)[0]) if size >= 8 else None
+    if event_type == _MARIADB_GTID_EVENT:
+        if size < 13:
+            return None
+        seq_no, domain_id, flags = _MARIADB_GTID.unpack_from(data, 20)
+        return LeanMariadbGtid(timestamp, log_pos, event_size, f"{domain_id}-{server_id}-{seq_no}", flags)
+    if event_type == _GTID_LOG_EVENT:
+        if size < 42 or params["mysql_version"] < (5, 7):  # as FastPacketWrapper: the library's parse
+            return None
+        sid, gno = _SID.unpack_from(data, 21)
+        return LeanMysqlGtid(timestamp, log_pos, event_size, _sid_prefix(sid) + str(gno))
+    if event_type == _QUERY_EVENT:
+        body = bytes(data[28 : 20 + size])
+        if len(body) > _QUERY_MEMO_MAX_BYTES:
+            return None
+        parsed = getattr(ctl_connection, QUERY_MEMO_ATTRIBUTE).get((_declared(params, _QUERY_EVENT, 13), body))
+        if parsed is None:  # the first of its bytes: the wrapper parses and memoizes it
+            return None
+        attributes = parsed[0]
+        return LeanQuery(timestamp, log_pos, event_size, attributes["query"], attributes["schema"])
+    parsed = getattr(ctl_connection, MEMO_ATTRIBUTE).get(bytes(data[20 : 20 + size]))
+    if parsed is None or not parsed["_processed"]:  # first parse, or a table the library drops
+        return None
+    table_id = parsed["table_id"]
+    table_map[table_id] = parsed["table_obj"]
+    return LeanTableMap(timestamp, log_pos, event_size, table_id)
+
+
+def lean_events_apply(ctl_connection: Any, allowed: Any) -> bool:
+    """Whether `lean_event` may stand in for the wrapper on this reader: the switch is on (the memos
+    are on the control connection) and the reader keeps every class it replaces (the library drops
+    the events of a class not allowed)."""
+    if getattr(ctl_connection, MEMO_ATTRIBUTE, None) is None:
+        return False
+    event_map = BinLogPacketWrapper._BinLogPacketWrapper__event_map  # type: ignore[attr-defined]
+    replaced = (_XID_EVENT, _MARIADB_GTID_EVENT, _GTID_LOG_EVENT, _QUERY_EVENT, _TABLE_MAP_EVENT)
+    return all(event_map[t] in allowed for t in replaced)

@@ -94,13 +94,14 @@ def test_fast_decoding_is_identical_to_the_library(site: Site, monkeypatch: pyte
 
     monkeypatch.setattr(fast_decoding, "_generate", counting)
     lean_boundaries = [0]
-    real_shared = fast_decoding._shared
+    real_lean = fast_decoding.lean_event
 
-    def count_shared(*args: Any) -> Any:  # what every event built directly (not by the library) takes
-        lean_boundaries[0] += 1
-        return real_shared(*args)
+    def count_lean(*args: Any) -> Any:  # GTID, XID, memoized BEGIN and table map: no wrapper at all
+        ev = real_lean(*args)
+        lean_boundaries[0] += ev is not None
+        return ev
 
-    monkeypatch.setattr(fast_decoding, "_shared", count_shared)
+    monkeypatch.setattr(fast_decoding, "lean_event", count_lean)
     # Rows the library's per-row loop reads, and events its fetchone returns, in each run.
     library_rows = [0]
     for cls in (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent):
@@ -129,8 +130,8 @@ def test_fast_decoding_is_identical_to_the_library(site: Site, monkeypatch: pyte
 
     assert ("wp_posts", True) in compiled, "the fast path was not used for wp_posts"
     assert straight_rows[0] >= 3, "rows without NULLs take the generated straight-line decoder"
-    # GTID (not MySQL's tagged ones, type 42) and XID events take the lean wrapper (see the test below).
-    assert lean_boundaries[0] >= (12 if site.stack.kind == "mariadb" else 6), "GTID/XID events take the lean wrapper"
+    # GTID (not MySQL's tagged ones, type 42) and XID events are made without a wrapper (see the test below).
+    assert lean_boundaries[0] >= (12 if site.stack.kind == "mariadb" else 6), "GTID/XID events take the lean path"
     assert ("wp_postmeta", False) in compiled, "DECIMAL/JSON must fall back to the library"
     rows = [c for c in fast if c[0] != "end"]
     assert len(rows) == 7  # 2 inserts, 1 update, 1 meta insert, a 2-row update, 1 delete
@@ -303,9 +304,32 @@ def _differences(a: tuple[Any, ...], b: tuple[Any, ...]) -> list[str]:
     return out
 
 
+# What BinlogSource reads of each event fast_decoding makes without a wrapper (lean_event), by kind.
+_LEAN_FIELDS = {
+    binlog._XID: ("xid",), binlog._QUERY: ("query", "schema"), binlog._TABLE_MAP: ("table_id",),
+    binlog._MARIADB_GTID: ("gtid", "flags"), binlog._MYSQL_GTID: ("gtid",),
+}  # fmt: skip
+_LIBRARY_NAMES = {
+    "LeanXid": "XidEvent", "LeanQuery": "QueryEvent", "LeanTableMap": "TableMapEvent",
+    "LeanMariadbGtid": "MariadbGtidEvent", "LeanMysqlGtid": "GtidEvent",
+}  # fmt: skip
+
+
+def _lean_view(ev: Any) -> tuple[int, dict[str, Any]] | None:
+    """An event of the kinds lean_event makes, as the source loop reads it (the wrapper's header
+    fields, the event's own); None for other kinds."""
+    kind = binlog._kind(type(ev))
+    if kind not in _LEAN_FIELDS:
+        return None
+    fields = {"timestamp": ev.timestamp, "log_pos": ev.packet.log_pos, "event_size": ev.packet.event_size}
+    return kind, {**fields, **{name: getattr(ev, name) for name in _LEAN_FIELDS[kind]}}
+
+
 def reader_events(site: Site, fast: bool, cycles: list[bool] | None = None) -> list[tuple[Any, ...]]:
     """Every event the library's reader hands to BinlogSource: its attributes as built (before its
-    rows are read), its packet wrapper's, where the packet stands, then its rows."""
+    rows are read), its packet wrapper's, where the packet stands, then its rows, and what the source
+    loop reads of it (_lean_view). An event made without a wrapper (fast_decoding.LeanEvent) is its
+    library class's name and that view only."""
     cfg = dict(site.config)
     cfg["source"] = {**cfg.get("source", {}), "fast_decoding": fast}
     file, pos = site.start.split(":")
@@ -314,13 +338,18 @@ def reader_events(site: Site, fast: bool, cycles: list[bool] | None = None) -> l
     out: list[tuple[Any, ...]] = []
     try:
         for ev in binlog._unpack_payloads(reader):
+            if isinstance(ev, fast_decoding.LeanEvent):
+                view = _lean_view(ev)
+                assert view is not None, ev
+                out.append(((_LIBRARY_NAMES[type(ev).__name__], view[1]), None, None, None, None, view))
+                continue
             built = _attributes(ev)
             if cycles is not None and getattr(ev, "payload_index", None) is None:
                 cycles.append(getattr(ev.packet, "event", None) is ev)  # event <-> wrapper: a cycle for the GC
             wrapper = {k: v for k, v in vars(ev.packet).items() if k not in ("packet", "event", "wpcdc_wrapper_args")}
             at = ev.packet.packet._position
             rows = _attributes(ev.rows) if hasattr(type(ev), "rows") else None
-            out.append((built, wrapper, at, rows, _attributes(ev)))
+            out.append((built, wrapper, at, rows, _attributes(ev), _lean_view(ev)))
     finally:
         source.close()
     return out
@@ -370,8 +399,14 @@ def test_events_built_directly_are_the_librarys_events(site: Site, monkeypatch: 
 
     names = [e[0][0] for e in fast]
     assert names == [e[0][0] for e in library]
+    lean_built: collections.Counter[str] = collections.Counter()
     for i, (a, b) in enumerate(zip(fast, library, strict=True)):
-        assert a == b, f"event {i} ({names[i]}) differs from the library's: {_differences(a, b)}"
+        if a[1] is None:  # made without a wrapper: what the source loop reads of it is the library's
+            lean_built[names[i]] += 1
+            assert a[5] == b[5], f"event {i} ({names[i]}) made without a wrapper: {a[5]} != library's {b[5]}"
+            continue
+        assert a[:5] == b[:5], f"event {i} ({names[i]}) differs from the library's: {_differences(a[:5], b[:5])}"
+        assert a[5] == b[5]
     built = collections.Counter(names)
     by_type = collections.Counter(fast_by_library)
     lean = {t: by_library.count(t) - by_type[t] for t in set(by_library)}
@@ -390,3 +425,14 @@ def test_events_built_directly_are_the_librarys_events(site: Site, monkeypatch: 
     else:
         assert by_type[BINLOG.MARIADB_GTID_EVENT] == 0 and lean[BINLOG.MARIADB_GTID_EVENT] >= 10
     assert built["QueryEvent"] >= 1 and any("ALTER TABLE" in str(e[0][1].get("query")) for e in fast)
+    # Of those, made without any wrapper: every GTID and XID event, the memoized table maps and BEGINs.
+    # (The events inside MySQL's compressed transaction are wrapped by mysql_events, its XID too.)
+    compressed = 1 if site.stack.kind == "mysql" else 0
+    assert lean_built["XidEvent"] == built["XidEvent"] - compressed >= 8, lean_built
+    assert lean_built["TableMapEvent"] == lean[BINLOG.TABLE_MAP_EVENT] - compressed >= 4, lean_built
+    if site.stack.kind == "mysql":
+        assert lean_built["GtidEvent"] == built["GtidEvent"] >= 10, lean_built
+        assert lean_built["QueryEvent"] == lean[BINLOG.QUERY_EVENT] - compressed >= 6, lean_built
+    else:
+        assert lean_built["MariadbGtidEvent"] == built["MariadbGtidEvent"] >= 10, lean_built
+    assert not any("ALTER TABLE" in str(e[0][1].get("query")) for e in fast if e[1] is None), "DDL: the wrapper's"
