@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import orjson
-import pymysql
 import pytest
 
 from tests.integration.conftest import Site
@@ -25,18 +24,7 @@ def replay(site: Site, start: str) -> list[dict[str, Any]]:
 
 def binlog_events(site: Site, file: str) -> list[tuple[Any, ...]]:
     """SHOW BINLOG EVENTS IN file: (Log_name, Pos, Event_type, Server_id, End_log_pos, Info)."""
-    for attempt in range(20):
-        try:
-            return site.query(f"SHOW BINLOG EVENTS IN '{file}'")
-        except pymysql.err.OperationalError as exc:
-            # MariaDB answered 1220 "Wrong offset or I/O error" once in CI (the leg's first test, just
-            # after the server started), most likely reading the active file while the server appended
-            # to it (it writes its binlog checkpoint events in the background). Asking again is the fix
-            # a user would apply too; any other error still fails the test.
-            if exc.args[0] != 1220 or attempt == 19:
-                raise
-            time.sleep(0.1)
-    raise AssertionError("unreachable")
+    return site.query(f"SHOW BINLOG EVENTS IN '{file}'")
 
 
 def test_event_positions_are_the_servers_own(site: Site) -> None:
